@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Deploy infra/cf2bq.yaml with the function zips built by `make build`.
+#
+# 1. upload target/lambda-arm64/{ingest,table-keeper}/bootstrap.zip to ARTIFACT_BUCKET under
+#    content-hashed keys (like `cloudformation package` does: a changed zip gets a new key,
+#    so CloudFormation sees the change and updates the function code; an unchanged one is
+#    not uploaded again);
+# 2. `aws cloudformation deploy` (creates or updates the stack through a change set).
+#
+# Required: STACK_NAME, ARTIFACT_BUCKET (same region as the stack), and on the first deploy
+#           LOG_BUCKET, BQ_PROJECT, BQ_DATASET.
+# Optional (unset = template default on create, previous value on update):
+#   CREATE_BUCKET (true|false)   LOG_PREFIX            QUARANTINE_PREFIX
+#   TABLE_PREFIX                 TABLE_LAYOUT          PARTITIONED_TABLE
+#   GCP_SECRET_ARN               ALERT_EMAIL           KEEPER_SCHEDULE
+#   INGEST_MEMORY_MB             INGEST_TIMEOUT_SECONDS INGEST_MAX_CONCURRENCY
+#   KEEPER_MEMORY_MB             KEEPER_TIMEOUT_SECONDS LOG_RETENTION_DAYS
+#   CREATE_AHEAD_DAYS            LOOKBACK_DAYS         STALE_HOURS
+#   INGEST_ZIP, KEEPER_ZIP (other zip paths), AWS_REGION / AWS_PROFILE (usual AWS CLI
+#   settings), AWS_ENDPOINT_URL (an emulator; passed as --endpoint-url, which CLI v1 needs).
+# Names differ from the CF2BQ_* runtime variables on purpose, so that a shell set up for
+# the local stack cannot leak emulator values into a real deployment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "deploy: $*" >&2; exit 1; }
+: "${STACK_NAME:?set STACK_NAME (the CloudFormation stack)}"
+: "${ARTIFACT_BUCKET:?set ARTIFACT_BUCKET (an S3 bucket in the stack region for code zips)}"
+INGEST_ZIP=${INGEST_ZIP:-target/lambda-arm64/ingest/bootstrap.zip}
+KEEPER_ZIP=${KEEPER_ZIP:-target/lambda-arm64/table-keeper/bootstrap.zip}
+for z in "$INGEST_ZIP" "$KEEPER_ZIP"; do
+    [[ -s $z ]] || die "$z not found: run 'make build' first"
+done
+
+scripts/lint.sh --setup # the AWS CLI lives in .venv-lint/
+# CLI v1 reads only AWS_DEFAULT_REGION; accept the AWS_REGION the rest of the project uses.
+if [[ -z ${AWS_DEFAULT_REGION:-} && -n ${AWS_REGION:-} ]]; then export AWS_DEFAULT_REGION=$AWS_REGION; fi
+aws() { .venv-lint/bin/aws ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} "$@"; }
+
+# Upload a zip as <prefix>/<name>-<sha256>.zip unless that key is already there.
+upload() {
+    local name=$1 zip=$2 key
+    key="cf2bq/$STACK_NAME/$name-$(sha256sum "$zip" | cut -c1-64).zip"
+    if ! aws s3api head-object --bucket "$ARTIFACT_BUCKET" --key "$key" >/dev/null 2>&1; then
+        aws s3 cp --only-show-errors "$zip" "s3://$ARTIFACT_BUCKET/$key" >&2
+        echo "deploy: uploaded s3://$ARTIFACT_BUCKET/$key" >&2
+    fi
+    echo "$key"
+}
+ingest_key=$(upload ingest "$INGEST_ZIP")
+keeper_key=$(upload table-keeper "$KEEPER_ZIP")
+
+# Parameter overrides: the code location always, the rest only when set.
+params=("CodeBucket=$ARTIFACT_BUCKET" "IngestCodeKey=$ingest_key" "KeeperCodeKey=$keeper_key")
+add() { [[ -n ${!2+x} ]] && params+=("$1=${!2}"); return 0; }
+add CreateBucket CREATE_BUCKET
+add LogBucketName LOG_BUCKET
+add LogKeyPrefix LOG_PREFIX
+add QuarantinePrefix QUARANTINE_PREFIX
+add BigQueryProject BQ_PROJECT
+add BigQueryDataset BQ_DATASET
+add TablePrefix TABLE_PREFIX
+add TableLayout TABLE_LAYOUT
+add PartitionedTableName PARTITIONED_TABLE
+add GcpServiceAccountSecretArn GCP_SECRET_ARN
+add AlertEmail ALERT_EMAIL
+add KeeperSchedule KEEPER_SCHEDULE
+add IngestMemoryMB INGEST_MEMORY_MB
+add IngestTimeoutSeconds INGEST_TIMEOUT_SECONDS
+add IngestMaxConcurrency INGEST_MAX_CONCURRENCY
+add KeeperMemoryMB KEEPER_MEMORY_MB
+add KeeperTimeoutSeconds KEEPER_TIMEOUT_SECONDS
+add LogRetentionDays LOG_RETENTION_DAYS
+add CreateAheadDays CREATE_AHEAD_DAYS
+add LookbackDays LOOKBACK_DAYS
+add StaleHours STALE_HOURS
+
+# Templates over 51,200 bytes must go through S3 (moto cannot read it back from there,
+# so smaller ones are passed inline).
+via_s3=()
+if (($(wc -c <infra/cf2bq.yaml) > 51200)); then
+    via_s3=(--s3-bucket "$ARTIFACT_BUCKET" --s3-prefix "cf2bq/$STACK_NAME")
+fi
+aws cloudformation deploy \
+    --stack-name "$STACK_NAME" \
+    --template-file infra/cf2bq.yaml \
+    ${via_s3[@]+"${via_s3[@]}"} \
+    --capabilities CAPABILITY_IAM \
+    --no-fail-on-empty-changeset \
+    --parameter-overrides "${params[@]}"
+
+aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
+    --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text
+echo "deploy: done. If GcpServiceAccountSecretArn is the stack's own secret, put the key in it" \
+     "(docs/deploy.md, 'Store the key')."

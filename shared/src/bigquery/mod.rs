@@ -1,0 +1,139 @@
+//! BigQuery: table management over REST, row writing over the Storage Write API (gRPC).
+
+pub mod auth;
+pub mod encode;
+pub mod schema;
+pub mod tables;
+pub mod write;
+
+use std::sync::Arc;
+
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+
+use crate::config::BigQueryConfig;
+
+pub use tables::{TableSpec, TableStatus};
+pub use write::{StreamWriter, WriteApi};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BigQueryError {
+    #[error("BigQuery credentials: {0}")]
+    Credentials(String),
+    #[error("BigQuery REST {call}: {message}")]
+    Rest { call: String, message: String },
+    #[error("BigQuery Storage Write {call}: {status}")]
+    Grpc {
+        call: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("BigQuery Storage Write {call}: {message}")]
+    Write { call: String, message: String },
+    #[error("connecting to the Storage Write endpoint {url}: {message}")]
+    Connect { url: String, message: String },
+}
+
+impl BigQueryError {
+    pub(crate) fn rest(call: impl Into<String>, e: BQError) -> Self {
+        let message = match &e {
+            BQError::ResponseError { error } => {
+                format!(
+                    "HTTP {} {}: {}",
+                    error.error.code, error.error.status, error.error.message
+                )
+            }
+            other => other.to_string(),
+        };
+        BigQueryError::Rest {
+            call: call.into(),
+            message,
+        }
+    }
+}
+
+/// HTTP status of a REST error, if it was one.
+pub(crate) fn http_status(e: &BQError) -> Option<i64> {
+    match e {
+        BQError::ResponseError { error } => Some(error.error.code),
+        _ => None,
+    }
+}
+
+/// One connection to a BigQuery dataset: REST for tables and queries, gRPC for writes.
+#[derive(Clone)]
+pub struct BigQuery {
+    rest: gcp_bigquery_client::Client,
+    write: WriteApi,
+    pub project: String,
+    pub dataset: String,
+}
+
+impl BigQuery {
+    pub async fn connect(
+        config: &BigQueryConfig,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<BigQuery, BigQueryError> {
+        install_crypto_provider();
+        let auth: Arc<dyn Authenticator> = auth::authenticator(&config.auth, aws).await?;
+        let rest = gcp_bigquery_client::client_builder::ClientBuilder::new()
+            .with_v2_base_url(config.rest_url.trim_end_matches('/').to_string())
+            .build_from_authenticator(auth.clone())
+            .await
+            .map_err(|e| BigQueryError::rest("client", e))?;
+        let write = WriteApi::connect(&config.grpc_url, auth)?;
+        Ok(BigQuery {
+            rest,
+            write,
+            project: config.project.clone(),
+            dataset: config.dataset.clone(),
+        })
+    }
+
+    pub fn write_api(&self) -> &WriteApi {
+        &self.write
+    }
+
+    /// `projects/P/datasets/D/tables/T`, as the Storage Write API names tables.
+    pub fn table_path(&self, table: &str) -> String {
+        format!(
+            "projects/{}/datasets/{}/tables/{}",
+            self.project, self.dataset, table
+        )
+    }
+
+    /// Runs a standard-SQL query and returns its rows as optional strings, in column order.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BigQueryError> {
+        let mut request = QueryRequest::new(sql);
+        request.use_legacy_sql = false;
+        let response = self
+            .rest
+            .job()
+            .query(&self.project, request)
+            .await
+            .map_err(|e| BigQueryError::rest(format!("query `{sql}`"), e))?;
+        let rows = response.rows.unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.columns
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|cell| {
+                        cell.value.and_then(|v| match v {
+                            serde_json::Value::Null => None,
+                            serde_json::Value::String(s) => Some(s),
+                            other => Some(other.to_string()),
+                        })
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// rustls 0.23 with both `ring` and `aws-lc-rs` compiled in needs one provider chosen per
+/// process, or the first TLS connection panics.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,184 @@
+//! Undoing CloudFront's URL-encoding of log values.
+//!
+//! CloudFront percent-encodes bytes 0–32, 127 and above, a set of punctuation and `%` itself.
+//! The one rule cf2bq applies:
+//!
+//! * **URI stem and query** (`Encoding::OneLayer`): the client sent these already
+//!   percent-encoded on the request line, and CloudFront adds one layer (`%20` → `%2520`).
+//!   We remove exactly one layer, which gives back the bytes the client sent.
+//! * **User-Agent and Referer** (`Encoding::UpToTwoLayers`): the client sent raw text.
+//!   CloudFront encodes it twice today (a space is logged as `%2520`) and encoded it once for a
+//!   while in 2013 (`%20`). We remove one layer, then a second one if the result still holds
+//!   `%XX` escapes. Because a client *could* have sent a literal `%20`, a value decoded twice
+//!   is ambiguous: the raw logged value is then kept too (the `raw_fields` column), so nothing
+//!   is ever lost.
+//! * A layer whose result would not be valid UTF-8 (say `%FF`) is not removed: the value stays
+//!   as logged, which is always valid ASCII.
+
+use super::fields::Encoding;
+
+/// How many layers of encoding were removed from a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// The value contained no escapes (or none we could remove): use it as logged.
+    Unchanged,
+    /// One layer removed; the result is in the output buffer.
+    OneLayer,
+    /// Two layers removed; the result is in the output buffer and the raw value must be kept.
+    TwoLayers,
+}
+
+/// Decodes `value` by `encoding`, appending the result to `out` unless it is unchanged.
+/// `tmp` is a scratch buffer reused between calls so decoding does not allocate.
+pub fn decode(value: &str, encoding: Encoding, out: &mut String, tmp: &mut Vec<u8>) -> Decoded {
+    if !has_escape(value.as_bytes()) {
+        return Decoded::Unchanged;
+    }
+    tmp.clear();
+    percent_decode_into(value.as_bytes(), tmp);
+    if std::str::from_utf8(tmp).is_err() {
+        return Decoded::Unchanged;
+    }
+    let second_layer = encoding == Encoding::UpToTwoLayers && has_escape(tmp);
+    if second_layer {
+        let start = out.len();
+        let mut bytes = std::mem::take(out).into_bytes();
+        percent_decode_into(tmp, &mut bytes);
+        match String::from_utf8(bytes) {
+            Ok(s) => {
+                *out = s;
+                return Decoded::TwoLayers;
+            }
+            Err(e) => {
+                // The second layer produced invalid UTF-8: stop after one layer.
+                let mut bytes = e.into_bytes();
+                bytes.truncate(start);
+                *out = String::from_utf8(bytes).expect("prefix was valid UTF-8");
+            }
+        }
+    }
+    out.push_str(std::str::from_utf8(tmp).expect("checked above"));
+    Decoded::OneLayer
+}
+
+/// True when `bytes` holds at least one `%XX` escape with two hex digits.
+fn has_escape(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', bytes)
+        .any(|i| i + 2 < bytes.len() && hex(bytes[i + 1]).is_some() && hex(bytes[i + 2]).is_some())
+}
+
+/// Removes one layer of percent-encoding. A `%` not followed by two hex digits is kept as is.
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < input.len() {
+        match memchr::memchr(b'%', &input[i..]) {
+            None => {
+                out.extend_from_slice(&input[i..]);
+                break;
+            }
+            Some(offset) => {
+                let at = i + offset;
+                out.extend_from_slice(&input[i..at]);
+                let escape = input
+                    .get(at + 1..at + 3)
+                    .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?));
+                match escape {
+                    Some(byte) => {
+                        out.push(byte);
+                        i = at + 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i = at + 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(value: &str, encoding: Encoding) -> (String, Decoded) {
+        let mut out = String::from("prefix|");
+        let mut tmp = Vec::new();
+        let d = decode(value, encoding, &mut out, &mut tmp);
+        let decoded = match d {
+            Decoded::Unchanged => value.to_string(),
+            _ => out["prefix|".len()..].to_string(),
+        };
+        (decoded, d)
+    }
+
+    #[test]
+    fn user_agent_single_and_double_encoded_give_the_same_text() {
+        let single = run(
+            "Mozilla/5.0%20(Windows%20NT%2010.0)",
+            Encoding::UpToTwoLayers,
+        );
+        let double = run(
+            "Mozilla/5.0%2520(Windows%2520NT%252010.0)",
+            Encoding::UpToTwoLayers,
+        );
+        assert_eq!(
+            single,
+            ("Mozilla/5.0 (Windows NT 10.0)".into(), Decoded::OneLayer)
+        );
+        assert_eq!(
+            double,
+            ("Mozilla/5.0 (Windows NT 10.0)".into(), Decoded::TwoLayers)
+        );
+    }
+
+    #[test]
+    fn query_loses_exactly_one_layer() {
+        assert_eq!(
+            run("q=a%2520b&x=%2526", Encoding::OneLayer),
+            ("q=a%20b&x=%26".into(), Decoded::OneLayer)
+        );
+        assert_eq!(
+            run("a=b&c=d", Encoding::OneLayer),
+            ("a=b&c=d".into(), Decoded::Unchanged)
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_broken_escapes_are_kept_as_logged() {
+        assert_eq!(
+            run("abc%FFdef", Encoding::UpToTwoLayers),
+            ("abc%FFdef".into(), Decoded::Unchanged)
+        );
+        assert_eq!(
+            run("100%", Encoding::OneLayer),
+            ("100%".into(), Decoded::Unchanged)
+        );
+        assert_eq!(
+            run("%zz%41", Encoding::OneLayer),
+            ("%zzA".into(), Decoded::OneLayer)
+        );
+        // Second layer would be invalid UTF-8: only the first is removed.
+        assert_eq!(
+            run("x%25FF", Encoding::UpToTwoLayers),
+            ("x%FF".into(), Decoded::OneLayer)
+        );
+    }
+
+    #[test]
+    fn utf8_survives_double_encoding() {
+        assert_eq!(
+            run("caf%25C3%25A9", Encoding::UpToTwoLayers),
+            ("café".into(), Decoded::TwoLayers)
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Environment → one `Config`. The README's configuration table mirrors this file.
+
+use std::env;
+use std::time::Duration;
+
+use crate::route::Layout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    #[error("{name}={value:?}: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+/// How to authenticate to BigQuery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BigQueryAuth {
+    /// A service-account key JSON stored in AWS Secrets Manager.
+    Secret(String),
+    /// A service-account key JSON file.
+    File(String),
+    /// No credentials (the local emulator).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct BigQueryConfig {
+    pub project: String,
+    pub dataset: String,
+    pub rest_url: String,
+    pub grpc_url: String,
+    pub auth: BigQueryAuth,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bigquery: BigQueryConfig,
+    pub layout: Layout,
+    pub partition_expiration_days: Option<u32>,
+    pub ledger_table: String,
+    pub lease: Duration,
+    pub quarantine: Option<String>,
+    pub ingest_queue_url: Option<String>,
+    pub alert_topic_arn: Option<String>,
+    pub create_ahead_days: u32,
+    pub lookback_days: u32,
+    pub stale_hours: u32,
+    /// Target size of one AppendRows request (BigQuery's limit is 10 MB).
+    pub batch_bytes: usize,
+    pub max_line_bytes: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Builds a config from any name → value lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let or = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
+        let auth = match get("CF2BQ_BQ_AUTH").as_deref() {
+            Some("none") => BigQueryAuth::None,
+            Some("secret") => BigQueryAuth::Secret(required("CF2BQ_GCP_SA_SECRET_ID")?),
+            Some("file") => BigQueryAuth::File(required("GOOGLE_APPLICATION_CREDENTIALS")?),
+            None => match (
+                get("CF2BQ_GCP_SA_SECRET_ID"),
+                get("GOOGLE_APPLICATION_CREDENTIALS"),
+            ) {
+                (Some(secret), _) => BigQueryAuth::Secret(secret),
+                (None, Some(file)) => BigQueryAuth::File(file),
+                (None, None) => return Err(ConfigError::Missing("CF2BQ_GCP_SA_SECRET_ID")),
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CF2BQ_BQ_AUTH",
+                    value: other.to_string(),
+                    why: "expected secret, file or none".into(),
+                })
+            }
+        };
+        let layout = match or("CF2BQ_TABLE_LAYOUT", "sharded").as_str() {
+            "sharded" => Layout::Sharded {
+                prefix: or("CF2BQ_TABLE_PREFIX", "cloudfront_"),
+            },
+            "partitioned" => Layout::Partitioned {
+                table: or("CF2BQ_PARTITIONED_TABLE", "cloudfront_logs"),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "CF2BQ_TABLE_LAYOUT",
+                    value: other.to_string(),
+                    why: "expected sharded or partitioned".into(),
+                })
+            }
+        };
+        Ok(Config {
+            bigquery: BigQueryConfig {
+                project: required("CF2BQ_BQ_PROJECT")?,
+                dataset: required("CF2BQ_BQ_DATASET")?,
+                rest_url: or(
+                    "CF2BQ_BQ_REST_URL",
+                    "https://bigquery.googleapis.com/bigquery/v2",
+                ),
+                grpc_url: or(
+                    "CF2BQ_BQ_GRPC_URL",
+                    "https://bigquerystorage.googleapis.com",
+                ),
+                auth,
+            },
+            layout,
+            partition_expiration_days: number(&get, "CF2BQ_PARTITION_EXPIRATION_DAYS")?,
+            ledger_table: or("CF2BQ_LEDGER_TABLE", "cf2bq-ledger"),
+            lease: Duration::from_secs(number(&get, "CF2BQ_LEASE_SECONDS")?.unwrap_or(900)),
+            quarantine: get("CF2BQ_QUARANTINE"),
+            ingest_queue_url: get("CF2BQ_INGEST_QUEUE_URL"),
+            alert_topic_arn: get("CF2BQ_ALERT_TOPIC_ARN"),
+            create_ahead_days: number(&get, "CF2BQ_CREATE_AHEAD_DAYS")?.unwrap_or(1),
+            lookback_days: number(&get, "CF2BQ_LOOKBACK_DAYS")?.unwrap_or(7),
+            stale_hours: number(&get, "CF2BQ_STALE_HOURS")?.unwrap_or(3),
+            batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(4 << 20),
+            max_line_bytes: number(&get, "CF2BQ_MAX_LINE_BYTES")?
+                .unwrap_or(crate::cloudfront::DEFAULT_MAX_LINE_BYTES),
+        })
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    get(name)
+        .map(|v| {
+            v.parse::<T>().map_err(|e| ConfigError::Invalid {
+                name,
+                value: v.clone(),
+                why: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_required_values() {
+        let base = [
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_BQ_AUTH", "none"),
+        ];
+        let c = config(&base).unwrap();
+        assert_eq!(
+            c.layout,
+            Layout::Sharded {
+                prefix: "cloudfront_".into()
+            }
+        );
+        assert_eq!(c.bigquery.auth, BigQueryAuth::None);
+        assert_eq!(c.batch_bytes, 4 << 20);
+        assert!(matches!(
+            config(&[base[0], base[2]]),
+            Err(ConfigError::Missing("CF2BQ_BQ_DATASET"))
+        ));
+        let bad = config(&[
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_BQ_AUTH", "none"),
+            ("CF2BQ_LEASE_SECONDS", "soon"),
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("CF2BQ_LEASE_SECONDS"));
+    }
+
+    #[test]
+    fn auth_falls_back_to_secret_then_file() {
+        let c = config(&[
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_GCP_SA_SECRET_ID", "arn:s"),
+        ])
+        .unwrap();
+        assert_eq!(c.bigquery.auth, BigQueryAuth::Secret("arn:s".into()));
+        let c = config(&[
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
+        ])
+        .unwrap();
+        assert_eq!(c.bigquery.auth, BigQueryAuth::File("/k.json".into()));
+    }
+}

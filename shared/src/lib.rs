@@ -1,0 +1,20 @@
+//! cf2bq: CloudFront standard access logs from S3 into BigQuery, exactly once.
+//!
+//! The Lambda functions and the `cf2bq` CLI are thin shells over this library.
+//! Follow one object from event to committed rows by reading [`ingest`] top to bottom.
+
+pub mod aws;
+pub mod bigquery;
+pub mod cloudfront;
+pub mod config;
+pub mod event;
+pub mod generate;
+pub mod ingest;
+pub mod quarantine;
+pub mod route;
+pub mod source;
+pub mod telemetry;
+pub mod transform;
+
+pub use config::Config;
+pub use ingest::{Ingestor, ObjectReport, Outcome};

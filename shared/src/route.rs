@@ -1,0 +1,82 @@
+//! A row's own date → the table it belongs in.
+
+use std::fmt;
+
+use crate::cloudfront::parse::civil_from_days;
+
+/// How log rows are laid out in BigQuery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One table per UTC log date: `<prefix>YYYYMMDD` (what fluentd setups use).
+    Sharded { prefix: String },
+    /// One table, DAY-partitioned on `log_date`.
+    Partitioned { table: String },
+}
+
+impl Layout {
+    /// The table a row dated `days` (since 1970-01-01) goes to.
+    pub fn table_for(&self, days: i32) -> String {
+        match self {
+            Layout::Sharded { prefix } => format!("{prefix}{}", Ymd(days)),
+            Layout::Partitioned { table } => table.clone(),
+        }
+    }
+
+    /// The log date a sharded table holds, from its name.
+    pub fn date_of_table(&self, table: &str) -> Option<i32> {
+        match self {
+            Layout::Sharded { prefix } => {
+                let ymd = table.strip_prefix(prefix.as_str())?;
+                if ymd.len() != 8 {
+                    return None;
+                }
+                let dashed = format!("{}-{}-{}", &ymd[..4], &ymd[4..6], &ymd[6..]);
+                crate::cloudfront::parse::parse_date(&dashed)
+            }
+            Layout::Partitioned { .. } => None,
+        }
+    }
+}
+
+/// A date in days since 1970-01-01, displayed as `YYYYMMDD`.
+pub struct Ymd(pub i32);
+
+impl fmt::Display for Ymd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(self.0);
+        write!(f, "{y:04}{m:02}{d:02}")
+    }
+}
+
+/// A date in days since 1970-01-01, displayed as `YYYY-MM-DD`.
+pub struct IsoDate(pub i32);
+
+impl fmt::Display for IsoDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(self.0);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloudfront::parse::parse_date;
+
+    #[test]
+    fn rows_route_by_their_own_date() {
+        let sharded = Layout::Sharded {
+            prefix: "cf_".into(),
+        };
+        let day = parse_date("2026-02-28").unwrap();
+        assert_eq!(sharded.table_for(day), "cf_20260228");
+        assert_eq!(sharded.table_for(day + 1), "cf_20260301");
+        assert_eq!(sharded.date_of_table("cf_20260301"), Some(day + 1));
+        assert_eq!(sharded.date_of_table("other_20260301"), None);
+        let partitioned = Layout::Partitioned {
+            table: "logs".into(),
+        };
+        assert_eq!(partitioned.table_for(day), "logs");
+        assert_eq!(IsoDate(day).to_string(), "2026-02-28");
+    }
+}
