@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod quarantine;
 pub mod route;
 pub mod source;
+pub mod sqs;
 pub mod telemetry;
 pub mod transform;
 

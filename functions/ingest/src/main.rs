@@ -1,1 +1,69 @@
-fn main() {}
+//! The ingest Lambda: S3 notifications (via SQS, SNS, EventBridge or direct) → BigQuery.
+//!
+//! `ingest --poll-queue URL` runs the same handler off a real SQS queue, the way Lambda's
+//! event source mapping would (local stack, demo, tests).
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use shared::{event, sqs, Config, Ingestor};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let config = Config::from_env()?;
+    let aws = shared::aws::load().await;
+    let bq = shared::bigquery::BigQuery::connect(&config.bigquery, &aws).await?;
+    let ingestor = Arc::new(Ingestor::new(&config, shared::aws::s3(&aws), bq)?);
+
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--poll-queue") {
+        let queue_url = args.get(i + 1).ok_or("--poll-queue needs a queue URL")?;
+        let sqs_client = aws_sdk_sqs::Client::new(&aws);
+        let stats = sqs::poll_queue(&sqs_client, queue_url, 3, |payload| {
+            let ingestor = ingestor.clone();
+            async move { handle(&ingestor, payload).await.map_err(|e| e.to_string()) }
+        })
+        .await?;
+        eprintln!(
+            "ingest: {} message(s) processed, {} failed attempt(s)",
+            stats.processed, stats.failed
+        );
+        return Ok(());
+    }
+    lambda_runtime::run(service_fn(|e: LambdaEvent<Value>| {
+        let ingestor = ingestor.clone();
+        async move { handle(&ingestor, e.payload).await }
+    }))
+    .await
+}
+
+/// SQS batches get a partial-failure response; any other shape is processed whole and
+/// fails the invocation on error (so Lambda's own retry applies).
+async fn handle(ingestor: &Ingestor, payload: Value) -> Result<Value, Error> {
+    let is_sqs = payload["Records"][0]["eventSource"] == "aws:sqs";
+    if is_sqs {
+        let batch: SqsEvent = serde_json::from_value(payload)?;
+        let messages: Vec<(String, String)> = batch
+            .records
+            .into_iter()
+            .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()))
+            .collect();
+        let (failed, _) = sqs::process_batch(ingestor, &messages).await;
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failed
+            .into_iter()
+            .map(|id| {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                f
+            })
+            .collect();
+        return Ok(serde_json::to_value(response)?);
+    }
+    let body = serde_json::to_string(&event::decode_value(&payload).map(|_| &payload)?)?;
+    let reports = ingestor.process_message(&body).await?;
+    Ok(serde_json::to_value(reports)?)
+}

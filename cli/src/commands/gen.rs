@@ -1,0 +1,112 @@
+use std::path::PathBuf;
+
+use shared::generate::{object_key, write_object, GenOptions, Manifest};
+
+use super::CliResult;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Write objects under this folder (keys become relative paths).
+    #[arg(long, conflicts_with = "bucket", required_unless_present = "bucket")]
+    out: Option<PathBuf>,
+    /// Upload objects to this S3 bucket.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Key prefix, e.g. `cloudfront/`.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    #[arg(long, default_value_t = 12)]
+    objects: usize,
+    /// Data lines per object.
+    #[arg(long, default_value_t = 1000)]
+    lines: u64,
+    /// Instead of --lines: uncompressed size of each object in MiB.
+    #[arg(long)]
+    size_mib: Option<u64>,
+    /// First UTC log date (YYYY-MM-DD).
+    #[arg(long, default_value = "2026-11-20")]
+    start_date: String,
+    /// Spread objects over this many dates.
+    #[arg(long, default_value_t = 3)]
+    days: u32,
+    /// Percent of lines dated in the previous hour (across midnight for 00h objects).
+    #[arg(long, default_value_t = 5)]
+    late_percent: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value = "E2QWRUHAPOMQZL")]
+    distribution: String,
+    /// Write the manifest (rows per date and per object) to this JSON file.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> CliResult {
+    let first_date = shared::cloudfront::parse::parse_date(&args.start_date)
+        .ok_or_else(|| format!("--start-date {:?} is not YYYY-MM-DD", args.start_date))?;
+    let options = GenOptions {
+        seed: args.seed,
+        objects: args.objects,
+        lines_per_object: args.lines,
+        bytes_per_object: args.size_mib.map(|m| m << 20),
+        first_date,
+        days: args.days,
+        late_percent: args.late_percent,
+        distribution: args.distribution.clone(),
+        prefix: args.prefix.clone(),
+    };
+    let s3 = match &args.bucket {
+        Some(_) => Some(shared::aws::s3(&shared::aws::load().await)),
+        None => None,
+    };
+    let mut manifest = Manifest::default();
+    for index in 0..options.objects {
+        let object = match (&args.out, &args.bucket) {
+            (Some(dir), _) => {
+                let path = dir.join(object_key(&options, index).0);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                }
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
+                write_object(&options, index, std::io::BufWriter::new(file))?
+            }
+            (None, Some(bucket)) => {
+                let mut body = Vec::new();
+                let object = write_object(&options, index, &mut body)?;
+                s3.as_ref()
+                    .expect("client built for --bucket")
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&object.key)
+                    .body(body.into())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "uploading s3://{bucket}/{}: {}",
+                            object.key,
+                            shared::bigquery::auth::aws_error(&e)
+                        )
+                    })?;
+                object
+            }
+            (None, None) => unreachable!("clap requires --out or --bucket"),
+        };
+        manifest.add(object);
+    }
+    for (date, rows) in &manifest.rows_per_date {
+        println!("{date}  {rows:>10} rows");
+    }
+    println!(
+        "{} objects, {} rows",
+        manifest.objects.len(),
+        manifest.total_rows
+    );
+    if let Some(path) = &args.manifest {
+        std::fs::write(path, serde_json::to_vec_pretty(&manifest)?)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(0)
+}
