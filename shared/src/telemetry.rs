@@ -21,6 +21,10 @@ pub fn init() {
             .without_time()
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        use std::io::IsTerminal;
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }

@@ -58,6 +58,21 @@ pub enum TableStatus {
 }
 
 impl BigQuery {
+    /// Creates the dataset unless it exists (the local stack and tests; in production the
+    /// operator creates it, see docs/deploy.md).
+    pub async fn ensure_dataset(&self) -> Result<(), BigQueryError> {
+        let dataset =
+            gcp_bigquery_client::model::dataset::Dataset::new(&self.project, &self.dataset);
+        match self.rest.dataset().create(dataset).await {
+            Ok(_) => Ok(()),
+            Err(e) if http_status(&e) == Some(409) => Ok(()),
+            Err(e) => Err(BigQueryError::rest(
+                format!("datasets.insert {}", self.dataset),
+                e,
+            )),
+        }
+    }
+
     /// The table's metadata, or `None` when it does not exist.
     pub async fn get_table(&self, table: &str) -> Result<Option<Table>, BigQueryError> {
         match self

@@ -1,0 +1,58 @@
+# cf2bq — every entry point. Tools install themselves into project-local folders:
+#   .venv/        moto + bqemulator (scripts/stack.sh)
+#   .venv-lint/   cfn-lint, checkov, awscli (scripts/lint.sh)
+#   .venv-build/  cargo-lambda + zig (make build)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help demo test test-unit test-integration lint stack-up stack-down stack-env \
+        build deploy bench replay fmt clippy
+
+help:
+	@echo "make demo    - the whole pipeline on a local stack, counts per day checked"
+	@echo "make test    - every test (unit, integration against local emulators, lint, fuzz)"
+	@echo "make bench   - ingest transform vs zcat vs a Python reference, 1 GiB object"
+	@echo "make build   - release arm64 bootstrap.zip per Lambda (cargo-lambda)"
+	@echo "make deploy  - package + deploy infra/cf2bq.yaml (see docs/deploy.md)"
+	@echo "make lint    - cfn-lint + checkov on infra/"
+	@echo "make replay  - cf2bq replay (ARGS='--bucket B --from 2026-11-01 --to 2026-11-02')"
+	@echo "make stack-up / stack-down / stack-env - the local emulators"
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+lint:
+	scripts/lint.sh
+
+stack-up:
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-env:
+	@scripts/stack.sh env
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	scripts/build-lambdas.sh
+
+deploy: build
+	scripts/deploy.sh
+
+bench:
+	scripts/bench.sh
+
+replay:
+	$(CARGO) run --quiet --bin cf2bq -- replay $(ARGS)

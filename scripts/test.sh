@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test: format and lint checks, unit tests, then integration tests against real moto and
+# bqemulator processes started here and stopped at the end, the CloudFormation checks, and a
+# bounded fuzz run. Timing never fails a test; the benchmark is `make bench`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "unit tests (no network)"
+cargo test --workspace --lib --bins --quiet
+
+step "starting the local stack"
+scripts/stack.sh up
+trap 'scripts/stack.sh down' EXIT
+eval "$(scripts/stack.sh env)"
+
+step "integration tests against moto + bqemulator"
+cargo build --quiet --bin cf2bq --bin ingest
+cargo test -p cf2bq-tests --quiet -- --test-threads 2
+
+step "CloudFormation: deploy to moto"
+.venv/bin/python tests/infra/test_moto_deploy.py
+
+step "CloudFormation: cfn-lint + checkov"
+scripts/lint.sh
