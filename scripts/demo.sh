@@ -22,7 +22,7 @@ export DEMO_RUN=$run
 .venv/bin/python scripts/stack_bootstrap.py dataset >/dev/null
 
 step "building cf2bq and the ingest function"
-cargo build --quiet --bin cf2bq --bin ingest
+cargo build --quiet --bin cf2bq --bin ingest --features cf2bq-shared/fault-injection
 
 step "creating bucket, ingest queue with DLQ, bucket → queue notification"
 eval "$(.venv/bin/python scripts/demo_setup.py)"

@@ -20,7 +20,7 @@ trap 'scripts/stack.sh down' EXIT
 eval "$(scripts/stack.sh env)"
 
 step "integration tests against moto + bqemulator"
-cargo build --quiet --bin cf2bq --bin ingest
+cargo build --quiet --bin cf2bq --bin ingest --features cf2bq-shared/fault-injection
 cargo test -p cf2bq-tests --quiet -- --test-threads 2
 
 step "CloudFormation: deploy to moto"

@@ -28,8 +28,12 @@ impl fmt::Display for ObjectRef {
 /// What one notification asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notification {
-    /// Objects to ingest (an S3 notification can carry several records).
-    Objects(Vec<ObjectRef>),
+    /// Objects to ingest (an S3 notification can carry several records). `force`: a replay
+    /// asking to re-ingest objects already done, replacing their rows.
+    Objects {
+        objects: Vec<ObjectRef>,
+        force: bool,
+    },
     /// `s3:TestEvent`, sent when a bucket notification is wired: acknowledge and skip.
     TestEvent,
     /// Not an object-created event (e.g. a delete): acknowledge and skip, saying why.
@@ -77,12 +81,16 @@ pub fn decode_value(value: &Value) -> Result<Notification, EventError> {
                 .unwrap_or_default();
             return decode_body(message);
         }
-        return decode_s3_records(records);
+        let force = value
+            .pointer("/cf2bq/force")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        return decode_s3_records(records, force);
     }
     Err(EventError::UnknownShape(shape_hint(value)))
 }
 
-fn decode_s3_records(records: &[Value]) -> Result<Notification, EventError> {
+fn decode_s3_records(records: &[Value], force: bool) -> Result<Notification, EventError> {
     let mut objects = Vec::new();
     let mut ignored = Vec::new();
     for (index, record) in records.iter().enumerate() {
@@ -122,7 +130,7 @@ fn decode_s3_records(records: &[Value]) -> Result<Notification, EventError> {
             ignored.join(", ")
         )));
     }
-    Ok(Notification::Objects(objects))
+    Ok(Notification::Objects { objects, force })
 }
 
 fn decode_eventbridge(detail_type: &str, value: &Value) -> Result<Notification, EventError> {
@@ -144,14 +152,17 @@ fn decode_eventbridge(detail_type: &str, value: &Value) -> Result<Notification, 
         index: 0,
         field: "detail.object.key",
     })?;
-    Ok(Notification::Objects(vec![ObjectRef {
-        bucket: bucket.to_string(),
-        // EventBridge delivers keys as they are, not URL-encoded.
-        key: key.to_string(),
-        size: detail.pointer("/object/size").and_then(Value::as_u64),
-        etag: text("/object/etag").map(unquote),
-        version_id: text("/object/version-id").map(str::to_string),
-    }]))
+    Ok(Notification::Objects {
+        objects: vec![ObjectRef {
+            bucket: bucket.to_string(),
+            // EventBridge delivers keys as they are, not URL-encoded.
+            key: key.to_string(),
+            size: detail.pointer("/object/size").and_then(Value::as_u64),
+            etag: text("/object/etag").map(unquote),
+            version_id: text("/object/version-id").map(str::to_string),
+        }],
+        force: false,
+    })
 }
 
 /// S3 notification keys are URL-encoded with `+` for space: `+` first, then `%XX`.
@@ -191,12 +202,23 @@ pub fn encode_notification_key(key: &str) -> String {
     out
 }
 
-/// An S3 `ObjectCreated:Put` notification body for `object`, as S3 sends it.
+/// An S3 `ObjectCreated:Put` notification body for `object`, as S3 sends it. A replay with
+/// `force` adds `{"cf2bq": {"force": true}}`, which S3 itself never sends.
+pub fn replay_notification(object: &ObjectRef, force: bool) -> Value {
+    let mut body = s3_notification(object, "ObjectCreated:Put");
+    if force {
+        body["cf2bq"] = serde_json::json!({"force": true});
+    }
+    body
+}
+
+/// An S3 notification body for `object`, as S3 sends it.
 pub fn s3_notification(object: &ObjectRef, event_name: &str) -> Value {
-    let mut obj = serde_json::json!({
-        "key": encode_notification_key(&object.key),
-        "size": object.size.unwrap_or(0),
-    });
+    let mut obj = serde_json::json!({ "key": encode_notification_key(&object.key) });
+    // An unknown size is left out: a 0 would mean "empty object, nothing to do".
+    if let Some(size) = object.size {
+        obj["size"] = Value::from(size);
+    }
     if let Some(etag) = &object.etag {
         obj["eTag"] = Value::from(etag.clone());
     }
@@ -246,7 +268,10 @@ mod tests {
     fn s3_notification_keys_are_decoded() {
         assert_eq!(
             decode_body(S3_BODY),
-            Ok(Notification::Objects(vec![expected()]))
+            Ok(Notification::Objects {
+                objects: vec![expected()],
+                force: false
+            })
         );
     }
 
@@ -256,16 +281,28 @@ mod tests {
             .to_string();
         assert_eq!(
             decode_body(&sns),
-            Ok(Notification::Objects(vec![expected()]))
+            Ok(Notification::Objects {
+                objects: vec![expected()],
+                force: false
+            })
         );
         let direct_sns = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": S3_BODY}}]});
         assert_eq!(
             decode_value(&direct_sns),
-            Ok(Notification::Objects(vec![expected()]))
+            Ok(Notification::Objects {
+                objects: vec![expected()],
+                force: false
+            })
         );
         let eb = r#"{"version":"0","detail-type":"Object Created","source":"aws.s3",
             "detail":{"bucket":{"name":"logs"},"object":{"key":"cf/E2ABC.2026-01-10-10.a1b2c3:x y.gz","size":512,"etag":"0123abcd"}}}"#;
-        assert_eq!(decode_body(eb), Ok(Notification::Objects(vec![expected()])));
+        assert_eq!(
+            decode_body(eb),
+            Ok(Notification::Objects {
+                objects: vec![expected()],
+                force: false
+            })
+        );
     }
 
     #[test]
@@ -289,7 +326,10 @@ mod tests {
         let body = s3_notification(&expected(), "ObjectCreated:Put").to_string();
         assert_eq!(
             decode_body(&body),
-            Ok(Notification::Objects(vec![expected()]))
+            Ok(Notification::Objects {
+                objects: vec![expected()],
+                force: false
+            })
         );
     }
 }

@@ -5,10 +5,13 @@
 //!    encode → batches per table (see [`crate::transform`]);
 //! 3. here: for each table the object touches, make sure it exists, open a PENDING write
 //!    stream and append the batches with explicit offsets; rejected lines go to quarantine;
-//! 4. once the whole object parsed: finalize every stream, then commit each table's stream.
+//! 4. once the whole object parsed: finalize every stream, record the commit plan in the
+//!    ledger, then commit each table's stream, recording progress; then mark the object DONE.
 //!
 //! Until step 4 nothing is visible in BigQuery, so any failure before it leaves nothing
-//! behind, and the retry starts from scratch.
+//! behind, and the retry starts from scratch. A crash during step 4 is finished by the next
+//! attempt from the plan (see [`crate::ledger`]). Objects are claimed in the ledger first, so
+//! a redelivered or concurrently delivered object is written exactly once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,8 @@ use crate::bigquery::encode::RowEncoder;
 use crate::bigquery::{BigQuery, BigQueryError, StreamWriter, TableSpec};
 use crate::config::Config;
 use crate::event::{decode_body, Notification, ObjectRef};
+use crate::fault::fault_point;
+use crate::ledger::{Claim, CommitPlan, Ledger, LedgerError};
 use crate::quarantine::{QuarantineError, QuarantineTarget, QuarantineWriter};
 use crate::route::Layout;
 use crate::source::{self, LogObject, SourceError};
@@ -59,10 +64,30 @@ pub enum IngestError {
     },
     #[error("{object}: the parsing thread failed: {detail}")]
     Worker { object: String, detail: String },
+    #[error("{object}: {source}")]
+    Ledger {
+        object: String,
+        #[source]
+        source: LedgerError,
+    },
+    #[error(
+        "{object} is being ingested by {owner} (lease ends in {lease_seconds_left} s): retry later"
+    )]
+    Busy {
+        object: String,
+        owner: String,
+        lease_seconds_left: i64,
+    },
+    #[error("{object}: recovering table {table}: {detail}")]
+    Recovery {
+        object: String,
+        table: String,
+        detail: String,
+    },
 }
 
 /// What happened to one object.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Rows committed (or nothing to commit: only rejected lines).
@@ -71,10 +96,12 @@ pub enum Outcome {
     Empty,
     /// The object no longer exists: acknowledged, nothing to do.
     Gone,
+    /// Already ingested (a redelivery or replay): acknowledged without writing.
+    AlreadyDone,
 }
 
 /// The result of ingesting one object.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectReport {
     pub object: String,
     pub outcome: Outcome,
@@ -116,8 +143,16 @@ pub struct Ingestor {
     batch_bytes: usize,
     max_line_bytes: usize,
     quarantine: Option<QuarantineTarget>,
+    /// Exactly-once bookkeeping for S3 objects (local files are not tracked).
+    ledger: Option<Ledger>,
     /// Tables known to exist, so warm invocations skip the check.
     known_tables: Mutex<HashSet<String>>,
+}
+
+/// An object read and appended to finalized (uncommitted) PENDING streams.
+struct Staged {
+    report: ObjectReport,
+    streams: BTreeMap<String, String>,
 }
 
 impl Ingestor {
@@ -140,8 +175,30 @@ impl Ingestor {
                 .as_deref()
                 .map(QuarantineTarget::parse)
                 .transpose()?,
+            ledger: None,
             known_tables: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The ingestor as every entry point builds it: BigQuery, S3 and the DynamoDB ledger, all
+    /// from `config` and the AWS environment.
+    pub async fn from_config(
+        config: &Config,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, SetupError> {
+        let bq = BigQuery::connect(&config.bigquery, aws).await?;
+        let ledger = Ledger::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            &config.ledger_table,
+            config.lease,
+        );
+        Ok(Ingestor::new(config, crate::aws::s3(aws), bq)?.with_ledger(ledger))
+    }
+
+    /// Tracks S3 objects in `ledger`.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     pub fn bigquery(&self) -> &BigQuery {
@@ -154,11 +211,23 @@ impl Ingestor {
 
     /// Ingests one object, in its own tracing span.
     pub async fn ingest(&self, object: &LogObject) -> Result<ObjectReport, IngestError> {
+        self.ingest_with(object, false).await
+    }
+
+    /// Ingests one object; `force` re-ingests an object already done, replacing its rows.
+    pub async fn ingest_with(
+        &self,
+        object: &LogObject,
+        force: bool,
+    ) -> Result<ObjectReport, IngestError> {
         let uri = object.uri();
         let span = tracing::info_span!("object", object = %uri);
         async {
             let started = Instant::now();
-            let result = self.ingest_inner(object, &uri).await;
+            let result = match (object, &self.ledger) {
+                (LogObject::S3(o), Some(ledger)) => self.ingest_once(o, &uri, ledger, force).await,
+                _ => self.ingest_untracked(object, &uri).await,
+            };
             match &result {
                 Ok(report) => tracing::info!(
                     outcome = ?report.outcome,
@@ -177,24 +246,281 @@ impl Ingestor {
         .await
     }
 
-    async fn ingest_inner(
+    /// Ingests an S3 object under the ledger's protocol: claim → stage → plan → commit → DONE.
+    async fn ingest_once(
+        &self,
+        object: &ObjectRef,
+        uri: &str,
+        ledger: &Ledger,
+        force: bool,
+    ) -> Result<ObjectReport, IngestError> {
+        let id = Ledger::object_id(object);
+        let owner = format!("{}-{}", std::process::id(), now_micros());
+        let ledger_error = |source| IngestError::Ledger {
+            object: uri.to_string(),
+            source,
+        };
+        let claim = ledger
+            .claim(&id, &owner, force)
+            .await
+            .map_err(ledger_error)?;
+        fault_point("after_claim");
+        let plan = match claim {
+            Claim::Done(report) => {
+                tracing::info!("already ingested: redelivery skipped");
+                let mut report: ObjectReport = serde_json::from_value(report)
+                    .unwrap_or_else(|_| ObjectReport::empty(uri.to_string(), Outcome::Loaded));
+                report.outcome = Outcome::AlreadyDone;
+                return Ok(report);
+            }
+            Claim::Busy {
+                owner,
+                lease_seconds_left,
+            } => {
+                return Err(IngestError::Busy {
+                    object: uri.to_string(),
+                    owner,
+                    lease_seconds_left,
+                })
+            }
+            Claim::Resume(plan) => {
+                tracing::warn!(tables = ?plan.streams.keys(), "finishing a commit an earlier attempt started");
+                plan
+            }
+            Claim::Fresh { replace_tables } => {
+                let ingest_micros = now_micros();
+                let staged = match self
+                    .stage(&LogObject::S3(object.clone()), uri, ingest_micros)
+                    .await
+                {
+                    Ok(staged) => staged,
+                    Err(e) => {
+                        // Let the retry start at once instead of waiting out the lease.
+                        let _ = ledger.release(&id, &owner).await;
+                        return Err(e);
+                    }
+                };
+                if staged.streams.is_empty() && replace_tables.is_none() {
+                    ledger
+                        .done(
+                            &id,
+                            &owner,
+                            &serde_json::to_value(&staged.report).expect("reports serialize"),
+                        )
+                        .await
+                        .map_err(ledger_error)?;
+                    return Ok(staged.report);
+                }
+                let plan = CommitPlan {
+                    ingest_micros,
+                    rows: staged.report.tables.clone(),
+                    streams: staged.streams,
+                    committed: Default::default(),
+                    replace_tables,
+                    report: serde_json::to_value(&staged.report).expect("reports serialize"),
+                };
+                ledger
+                    .committing(&id, &owner, &plan)
+                    .await
+                    .map_err(ledger_error)?;
+                fault_point("after_plan_recorded");
+                plan
+            }
+        };
+        let report = self.finish(uri, plan, Some((ledger, &id, &owner))).await?;
+        ledger
+            .done(
+                &id,
+                &owner,
+                &serde_json::to_value(&report).expect("reports serialize"),
+            )
+            .await
+            .map_err(ledger_error)?;
+        Ok(report)
+    }
+
+    /// Ingests without a ledger (local files, or no ledger configured): stage, then commit.
+    async fn ingest_untracked(
         &self,
         object: &LogObject,
         uri: &str,
     ) -> Result<ObjectReport, IngestError> {
+        let ingest_micros = now_micros();
+        let staged = self.stage(object, uri, ingest_micros).await?;
+        let plan = CommitPlan {
+            ingest_micros,
+            rows: staged.report.tables.clone(),
+            streams: staged.streams,
+            report: serde_json::to_value(&staged.report).expect("reports serialize"),
+            ..Default::default()
+        };
+        self.finish(uri, plan, None).await
+    }
+
+    /// Commits every table of `plan` not yet known committed, recording progress after each,
+    /// then (forced replay) deletes the object's older rows. Safe to run again after a crash.
+    async fn finish(
+        &self,
+        uri: &str,
+        mut plan: CommitPlan,
+        ledger: Option<(&Ledger, &str, &str)>,
+    ) -> Result<ObjectReport, IngestError> {
+        let bq_error = |source| IngestError::BigQuery {
+            object: uri.to_string(),
+            source,
+        };
+        let pending: Vec<(String, String)> = plan
+            .streams
+            .iter()
+            .filter(|(table, _)| !plan.committed.contains(*table))
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect();
+        for (table, stream) in pending {
+            let expected = plan.rows.get(&table).copied().unwrap_or(0);
+            // Did an earlier attempt commit this table before dying? The rows say so.
+            let present = self
+                .attempt_rows(uri, &table, plan.ingest_micros)
+                .await
+                .map_err(bq_error)?;
+            if present == 0 {
+                self.bq
+                    .write_api()
+                    .batch_commit(&self.bq.table_path(&table), &[stream])
+                    .await
+                    .map_err(bq_error)?;
+            } else if present != expected {
+                return Err(IngestError::Recovery {
+                    object: uri.to_string(),
+                    table,
+                    detail: format!("{present} rows of this attempt present, {expected} expected"),
+                });
+            }
+            fault_point("after_table_commit");
+            plan.committed.insert(table);
+            if let Some((ledger, id, owner)) = ledger {
+                ledger
+                    .progress(id, owner, &plan)
+                    .await
+                    .map_err(|source| IngestError::Ledger {
+                        object: uri.to_string(),
+                        source,
+                    })?;
+            }
+        }
+        fault_point("after_all_commits");
+        if let Some(replace) = &plan.replace_tables {
+            for table in replace.iter().chain(plan.streams.keys()) {
+                let deleted = self
+                    .delete_older_rows(uri, table, plan.ingest_micros)
+                    .await
+                    .map_err(bq_error)?;
+                tracing::info!(
+                    table,
+                    deleted,
+                    "forced replay: earlier rows of this object replaced"
+                );
+            }
+        }
+        let mut report: ObjectReport =
+            serde_json::from_value(plan.report.clone()).map_err(|e| IngestError::Recovery {
+                object: uri.to_string(),
+                table: String::new(),
+                detail: format!("unreadable report in the plan: {e}"),
+            })?;
+        report.outcome = if report.data_lines == 0 {
+            Outcome::Empty
+        } else {
+            Outcome::Loaded
+        };
+        Ok(report)
+    }
+
+    /// Rows of `uri` written by the attempt stamped `ingest_micros`, in `table`.
+    async fn attempt_rows(
+        &self,
+        uri: &str,
+        table: &str,
+        ingest_micros: i64,
+    ) -> Result<u64, BigQueryError> {
+        if self.bq.get_table(table).await?.is_none() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM `{}.{}.{}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) = @ingest",
+            self.bq.project, self.bq.dataset, table
+        );
+        let rows = self
+            .bq
+            .query_with(
+                &sql,
+                &[
+                    ("object", "STRING", uri.to_string()),
+                    ("ingest", "INT64", ingest_micros.to_string()),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Deletes `uri`'s rows older than the attempt stamped `ingest_micros` from `table`.
+    async fn delete_older_rows(
+        &self,
+        uri: &str,
+        table: &str,
+        ingest_micros: i64,
+    ) -> Result<u64, BigQueryError> {
+        if self.bq.get_table(table).await?.is_none() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "DELETE FROM `{}.{}.{}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) < @ingest",
+            self.bq.project, self.bq.dataset, table
+        );
+        self.bq
+            .execute_dml(
+                &sql,
+                &[
+                    ("object", "STRING", uri.to_string()),
+                    ("ingest", "INT64", ingest_micros.to_string()),
+                ],
+            )
+            .await
+    }
+
+    /// Steps 1–3 and finalize: reads the whole object into finalized, uncommitted streams.
+    async fn stage(
+        &self,
+        object: &LogObject,
+        uri: &str,
+        ingest_micros: i64,
+    ) -> Result<Staged, IngestError> {
         if let LogObject::S3(ObjectRef { size: Some(0), .. }) = object {
-            return Ok(ObjectReport::empty(uri.to_string(), Outcome::Empty));
+            return Ok(Staged {
+                report: ObjectReport::empty(uri.to_string(), Outcome::Empty),
+                streams: BTreeMap::new(),
+            });
         }
         let (stream, size) = match source::open(&self.s3, object).await {
             Ok(opened) => opened,
             Err(SourceError::Gone { detail, .. }) => {
                 tracing::warn!(%detail, "object is gone; acknowledging");
-                return Ok(ObjectReport::empty(uri.to_string(), Outcome::Gone));
+                return Ok(Staged {
+                    report: ObjectReport::empty(uri.to_string(), Outcome::Gone),
+                    streams: BTreeMap::new(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
         if size == Some(0) {
-            return Ok(ObjectReport::empty(uri.to_string(), Outcome::Empty));
+            return Ok(Staged {
+                report: ObjectReport::empty(uri.to_string(), Outcome::Empty),
+                streams: BTreeMap::new(),
+            });
         }
 
         // Step 2: parse on a blocking thread, feeding batches through a bounded channel.
@@ -204,7 +530,7 @@ impl Ingestor {
             batch_bytes: self.batch_bytes,
             max_line_bytes: self.max_line_bytes,
         };
-        let encoder = RowEncoder::new(uri, now_micros());
+        let encoder = RowEncoder::new(uri, ingest_micros);
         let compressed = SyncIoBridge::new(stream);
         let span = tracing::Span::current();
         let worker = tokio::task::spawn_blocking(move || {
@@ -291,29 +617,37 @@ impl Ingestor {
             None => Vec::new(),
         };
 
-        // Step 4: make the rows visible, atomically per table.
+        fault_point("after_append");
         let tables = self
-            .commit(writers)
+            .finalize(&mut writers)
             .await
             .map_err(|source| IngestError::BigQuery {
                 object: uri.to_string(),
                 source,
             })?;
+        fault_point("after_finalize");
         let read = stats.read;
-        Ok(ObjectReport {
-            object: uri.to_string(),
-            outcome: if read.data_lines == 0 {
-                Outcome::Empty
-            } else {
-                Outcome::Loaded
+        let streams = writers
+            .into_iter()
+            .map(|(table, w)| (table, w.stream_name().to_string()))
+            .collect();
+        Ok(Staged {
+            report: ObjectReport {
+                object: uri.to_string(),
+                outcome: if read.data_lines == 0 {
+                    Outcome::Empty
+                } else {
+                    Outcome::Loaded
+                },
+                tables,
+                data_lines: read.data_lines,
+                rows: read.rows,
+                rejected: read.rejected,
+                bytes: read.bytes,
+                quarantine: quarantine_parts,
+                latest_request_micros: stats.latest_request_micros,
             },
-            tables,
-            data_lines: read.data_lines,
-            rows: read.rows,
-            rejected: read.rejected,
-            bytes: read.bytes,
-            quarantine: quarantine_parts,
-            latest_request_micros: stats.latest_request_micros,
+            streams,
         })
     }
 
@@ -348,14 +682,14 @@ impl Ingestor {
         Ok(self.bq.write_api().writer(stream))
     }
 
-    /// Flushes and finalizes every stream, then commits each table's stream.
-    async fn commit(
+    /// Flushes and finalizes every stream; returns rows per table.
+    async fn finalize(
         &self,
-        writers: BTreeMap<String, StreamWriter>,
+        writers: &mut BTreeMap<String, StreamWriter>,
     ) -> Result<BTreeMap<String, u64>, BigQueryError> {
         let api = self.bq.write_api();
-        let mut finalized = Vec::with_capacity(writers.len());
-        for (table, mut writer) in writers {
+        let mut tables = BTreeMap::new();
+        for (table, writer) in writers.iter_mut() {
             let rows = writer.flush().await?;
             let count = api.finalize(writer.stream_name()).await?;
             if count != rows {
@@ -364,13 +698,7 @@ impl Ingestor {
                     message: format!("stream holds {count} rows, {rows} were appended"),
                 });
             }
-            finalized.push((table, writer.stream_name().to_string(), rows as u64));
-        }
-        let mut tables = BTreeMap::new();
-        for (table, stream, rows) in finalized {
-            api.batch_commit(&self.bq.table_path(&table), &[stream])
-                .await?;
-            tables.insert(table, rows);
+            tables.insert(table.clone(), rows as u64);
         }
         Ok(tables)
     }
@@ -387,19 +715,28 @@ impl Ingestor {
                 tracing::info!(%why, "notification ignored");
                 Ok(Vec::new())
             }
-            Notification::Objects(objects) => {
+            Notification::Objects { objects, force } => {
                 let mut reports = Vec::with_capacity(objects.len());
                 for object in objects {
-                    reports.push(
-                        self.ingest(&LogObject::S3(object))
-                            .await
-                            .map_err(MessageError::Ingest)?,
-                    );
+                    let report = self
+                        .ingest_with(&LogObject::S3(object), force)
+                        .await
+                        .map_err(MessageError::Ingest)?;
+                    reports.push(report);
                 }
                 Ok(reports)
             }
         }
     }
+}
+
+/// Why an ingestor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    BigQuery(#[from] BigQueryError),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -58,8 +58,8 @@ impl LogObject {
     }
 }
 
-/// Opens an object as a byte stream. For S3 the read is pinned to the announced ETag (or
-/// version) so a later overwrite can never be mixed into this object's rows.
+/// Opens an object as a byte stream. For S3 the read is checked against the announced ETag
+/// (or pinned to the version) so a later overwrite is never loaded as this object.
 pub async fn open(
     s3: &aws_sdk_s3::Client,
     object: &LogObject,
@@ -82,10 +82,21 @@ pub async fn open(
             let mut request = s3.get_object().bucket(&o.bucket).key(&o.key);
             if let Some(v) = &o.version_id {
                 request = request.version_id(v);
-            } else if let Some(etag) = &o.etag {
-                request = request.if_match(format!("\"{etag}\""));
             }
             let response = request.send().await.map_err(|e| classify(o, e))?;
+            // Overwritten since the notification: this version is gone, and the new one
+            // brings its own notification (and its own ledger entry).
+            let current = response.e_tag().map(|t| t.trim_matches('"'));
+            if let (Some(announced), Some(current)) = (o.etag.as_deref(), current) {
+                if o.version_id.is_none() && announced != current {
+                    return Err(SourceError::Gone {
+                        object: o.to_string(),
+                        detail: format!(
+                            "overwritten: ETag is now {current}, announced {announced}"
+                        ),
+                    });
+                }
+            }
             let size = response
                 .content_length()
                 .and_then(|l| u64::try_from(l).ok());

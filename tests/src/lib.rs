@@ -74,8 +74,11 @@ impl Harness {
         }
     }
 
+    /// The ingestor as the Lambda builds it (with the ledger).
     pub async fn ingestor(&self) -> shared::Ingestor {
-        shared::Ingestor::new(&self.config, self.s3.clone(), self.bq.clone()).expect("ingestor")
+        shared::Ingestor::from_config(&self.config, &self.aws)
+            .await
+            .expect("ingestor")
     }
 
     pub async fn bucket(&self, name: &str) -> String {
@@ -186,12 +189,23 @@ impl Harness {
     /// Runs one of the workspace binaries (`ingest`, `cf2bq`) with this harness's config.
     /// Returns (exit success, stdout, stderr, peak RSS in MiB).
     pub fn run_binary(&self, name: &str, args: &[&str]) -> (bool, String, String, u64) {
+        self.run_binary_with(name, args, &[])
+    }
+
+    /// Like [`run_binary`](Self::run_binary), with extra environment variables.
+    pub fn run_binary_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (bool, String, String, u64) {
         let path = binary(name);
         let mut child = std::process::Command::new(&path)
             .args(args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CF2BQ_LOG_FORMAT", "text")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -10,13 +10,19 @@ pub struct Args {
     /// Print each report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Re-ingest objects the ledger marks done, replacing their earlier rows.
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn run(args: Args) -> CliResult {
     let ingestor = super::ingestor().await?;
     let mut failures = 0;
     for target in &args.objects {
-        match ingestor.ingest(&LogObject::parse(target)).await {
+        match ingestor
+            .ingest_with(&LogObject::parse(target), args.force)
+            .await
+        {
             Ok(report) if args.json => println!("{}", serde_json::to_string(&report)?),
             Ok(report) => {
                 println!("{}: {:?}", report.object, report.outcome);

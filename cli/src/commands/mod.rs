@@ -2,7 +2,6 @@ pub mod counts;
 pub mod gen;
 pub mod ingest;
 
-use shared::bigquery::BigQuery;
 use shared::{Config, Ingestor};
 
 pub type CliResult = Result<i32, Box<dyn std::error::Error>>;
@@ -11,6 +10,5 @@ pub type CliResult = Result<i32, Box<dyn std::error::Error>>;
 pub async fn ingestor() -> Result<Ingestor, Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let aws = shared::aws::load().await;
-    let bq = BigQuery::connect(&config.bigquery, &aws).await?;
-    Ok(Ingestor::new(&config, shared::aws::s3(&aws), bq)?)
+    Ok(Ingestor::from_config(&config, &aws).await?)
 }

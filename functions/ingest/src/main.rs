@@ -15,8 +15,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config = Config::from_env()?;
     let aws = shared::aws::load().await;
-    let bq = shared::bigquery::BigQuery::connect(&config.bigquery, &aws).await?;
-    let ingestor = Arc::new(Ingestor::new(&config, shared::aws::s3(&aws), bq)?);
+    let ingestor = Arc::new(Ingestor::from_config(&config, &aws).await?);
 
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--poll-queue") {

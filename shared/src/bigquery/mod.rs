@@ -104,14 +104,16 @@ impl BigQuery {
 
     /// Runs a standard-SQL query and returns its rows as optional strings, in column order.
     pub async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BigQueryError> {
-        let mut request = QueryRequest::new(sql);
-        request.use_legacy_sql = false;
-        let response = self
-            .rest
-            .job()
-            .query(&self.project, request)
-            .await
-            .map_err(|e| BigQueryError::rest(format!("query `{sql}`"), e))?;
+        self.query_with(sql, &[]).await
+    }
+
+    /// Like [`query`](Self::query), with named parameters `(name, type, value)` (`@name` in SQL).
+    pub async fn query_with(
+        &self,
+        sql: &str,
+        params: &[(&str, &str, String)],
+    ) -> Result<Vec<Vec<Option<String>>>, BigQueryError> {
+        let response = self.run_query(sql, params).await?;
         let rows = response.rows.unwrap_or_default();
         Ok(rows
             .into_iter()
@@ -129,6 +131,66 @@ impl BigQuery {
                     .collect()
             })
             .collect())
+    }
+
+    /// Runs a DML statement with named parameters; returns the number of rows it affected.
+    pub async fn execute_dml(
+        &self,
+        sql: &str,
+        params: &[(&str, &str, String)],
+    ) -> Result<u64, BigQueryError> {
+        let response = self.run_query(sql, params).await?;
+        Ok(response
+            .num_dml_affected_rows
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    async fn run_query(
+        &self,
+        sql: &str,
+        params: &[(&str, &str, String)],
+    ) -> Result<gcp_bigquery_client::model::query_response::QueryResponse, BigQueryError> {
+        use gcp_bigquery_client::model::{
+            query_parameter::QueryParameter, query_parameter_type::QueryParameterType,
+            query_parameter_value::QueryParameterValue,
+        };
+        let mut request = QueryRequest::new(sql);
+        request.use_legacy_sql = false;
+        if !params.is_empty() {
+            request.parameter_mode = Some("NAMED".into());
+            request.query_parameters = Some(
+                params
+                    .iter()
+                    .map(|(name, kind, value)| QueryParameter {
+                        name: Some(name.to_string()),
+                        parameter_type: Some(QueryParameterType {
+                            r#type: kind.to_string(),
+                            array_type: None,
+                            struct_types: None,
+                        }),
+                        parameter_value: Some(QueryParameterValue {
+                            value: Some(value.clone()),
+                            array_values: None,
+                            struct_values: None,
+                        }),
+                    })
+                    .collect(),
+            );
+        }
+        let response = self
+            .rest
+            .job()
+            .query(&self.project, request)
+            .await
+            .map_err(|e| BigQueryError::rest(format!("query `{sql}`"), e))?;
+        if response.job_complete == Some(false) {
+            return Err(BigQueryError::Rest {
+                call: format!("query `{sql}`"),
+                message: "the query did not complete within the request".into(),
+            });
+        }
+        Ok(response)
     }
 }
 

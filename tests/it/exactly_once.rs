@@ -1,0 +1,140 @@
+//! Exactly once: redeliveries, crashes at every step, concurrent deliveries.
+//! Each crash is a real `abort()` of the `cf2bq` process at a fault point (no cleanup, the
+//! ledger claim left behind), followed by a redelivery that must converge to one copy.
+
+use std::collections::BTreeMap;
+
+use cf2bq_tests::{gzip, header_33, Harness};
+use shared::fault::FAULT_POINTS;
+use shared::Outcome;
+
+/// Lines over three dates: 3 + 2 + 1 rows.
+fn three_date_file() -> String {
+    let mut text = header_33();
+    for (date, n) in [("2026-03-01", 3), ("2026-03-02", 2), ("2026-02-28", 1)] {
+        for i in 0..n {
+            text += &format!(
+                "{date}\t10:00:0{i}\tFRA56-P1\t512\t192.0.2.{i}\tGET\td1.cloudfront.net\t/x\t200\t-\tcurl/8\t-\t-\tHit\tid{i}\td1.cloudfront.net\thttps\t34\t0.002\t-\tTLSv1.3\tTLS_AES_128_GCM_SHA256\tHit\tHTTP/2.0\t-\t-\t443\t0.001\tHit\ttext/html\t512\t-\t-\n"
+            );
+        }
+    }
+    text
+}
+
+fn expected() -> BTreeMap<String, u64> {
+    BTreeMap::from([
+        ("cloudfront_20260228".to_string(), 1),
+        ("cloudfront_20260301".to_string(), 3),
+        ("cloudfront_20260302".to_string(), 2),
+    ])
+}
+
+#[tokio::test]
+async fn a_redelivered_notification_writes_nothing_more() {
+    let h = Harness::new("redelivery").await;
+    let bucket = h.bucket("logs").await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.redeliv1.gz";
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let etag =
+        h.s3.head_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .e_tag
+            .unwrap();
+    let body = shared::event::s3_notification(
+        &shared::event::ObjectRef {
+            bucket: bucket.clone(),
+            key: key.into(),
+            size: None,
+            etag: Some(etag.trim_matches('"').into()),
+            version_id: None,
+        },
+        "ObjectCreated:Put",
+    )
+    .to_string();
+    let ingestor = h.ingestor().await;
+    let first = ingestor.process_message(&body).await.unwrap();
+    assert_eq!(first[0].outcome, Outcome::Loaded, "{:?}", first[0]);
+    for _ in 0..2 {
+        let again = ingestor.process_message(&body).await.unwrap();
+        assert_eq!(again[0].outcome, Outcome::AlreadyDone);
+        assert_eq!(
+            again[0].tables,
+            expected(),
+            "the redelivery reports the original load"
+        );
+    }
+    assert_eq!(h.table_counts().await, expected());
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_then_a_redelivery_leaves_exactly_one_copy() {
+    for point in FAULT_POINTS {
+        let h = Harness::with("crash", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
+        let bucket = h.bucket("logs").await;
+        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.crash001.gz";
+        h.put(&bucket, key, gzip(&three_date_file())).await;
+        let uri = format!("s3://{bucket}/{key}");
+
+        let (ok, _, stderr, _) =
+            h.run_binary_with("cf2bq", &["ingest", &uri], &[("CF2BQ_FAULT", point)]);
+        assert!(!ok, "{point}: the fault point did not fire");
+        assert!(
+            stderr.contains(&format!("fault injected at {point}")),
+            "{point}: {stderr}"
+        );
+
+        // The dead attempt's claim expires (lease 1 s, whole seconds); the redelivery takes over.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let (ok, stdout, stderr, _) = h.run_binary("cf2bq", &["ingest", &uri]);
+        assert!(ok, "{point}: redelivery failed:\n{stdout}\n{stderr}");
+        assert_eq!(h.table_counts().await, expected(), "after a crash {point}");
+
+        let (ok, stdout, _, _) = h.run_binary("cf2bq", &["ingest", &uri]);
+        assert!(ok && stdout.contains("AlreadyDone"), "{point}: {stdout}");
+        assert_eq!(
+            h.table_counts().await,
+            expected(),
+            "after a crash {point} and two redeliveries"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_concurrent_deliveries_of_one_object_write_one_copy() {
+    let h = Harness::new("concurrent").await;
+    let bucket = h.bucket("logs").await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.concur01.gz";
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let uri = format!("s3://{bucket}/{key}");
+
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| h.run_binary("cf2bq", &["ingest", &uri]));
+        let b = s.spawn(|| h.run_binary("cf2bq", &["ingest", &uri]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let loaded = [&a, &b]
+        .iter()
+        .filter(|r| r.0 && r.1.contains(": Loaded"))
+        .count();
+    assert_eq!(
+        loaded, 1,
+        "exactly one delivery loads:\n{}\n{}\n{}\n{}",
+        a.1, a.2, b.1, b.2
+    );
+    // The other one either saw the live claim (retry later) or came after DONE.
+    for r in [&a, &b] {
+        assert!(
+            r.1.contains(": Loaded") || r.1.contains("AlreadyDone") || r.2.contains("retry later"),
+            "{}\n{}",
+            r.1,
+            r.2
+        );
+    }
+    let (ok, stdout, _, _) = h.run_binary("cf2bq", &["ingest", &uri]);
+    assert!(ok && stdout.contains("AlreadyDone"), "{stdout}");
+    assert_eq!(h.table_counts().await, expected());
+}
