@@ -19,6 +19,8 @@ enum Command {
     Gen(commands::gen::Args),
     /// Row counts per table, optionally checked against a `gen` manifest.
     Counts(commands::counts::Args),
+    /// Measure the ingest transform (see `make bench`).
+    Bench(commands::bench::Args),
 }
 
 #[tokio::main]
@@ -29,6 +31,7 @@ async fn main() {
         Command::Ingest(args) => commands::ingest::run(args).await,
         Command::Gen(args) => commands::gen::run(args).await,
         Command::Counts(args) => commands::counts::run(args).await,
+        Command::Bench(args) => commands::bench::run(args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

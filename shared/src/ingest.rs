@@ -31,7 +31,7 @@ use crate::quarantine::{QuarantineError, QuarantineTarget, QuarantineWriter};
 use crate::route::Layout;
 use crate::source::{self, LogObject, SourceError};
 use crate::transform::{
-    transform_gzip, BatchSink, RejectedLine, Stopped, TransformError, TransformOptions,
+    transform_gzip_threaded, BatchSink, RejectedLine, Stopped, TransformError, TransformOptions,
     TransformStats,
 };
 
@@ -535,7 +535,7 @@ impl Ingestor {
         let span = tracing::Span::current();
         let worker = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            transform_gzip(compressed, &options, &encoder, &mut ChannelSink(tx))
+            transform_gzip_threaded(compressed, &options, &encoder, &mut ChannelSink(tx))
         });
 
         // Step 3: write batches as they come.

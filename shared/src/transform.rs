@@ -55,7 +55,105 @@ pub struct TransformOptions {
 const COMPRESSED_BUFFER: usize = 128 * 1024;
 const TEXT_BUFFER: usize = 256 * 1024;
 
-/// Gunzips (every gzip member) and transforms `compressed`.
+/// Gunzips on a thread of its own and transforms on the calling thread: inflate and parse
+/// each take about half the CPU, so on two cores (a Lambda of ≥ 1769 MB) this nearly
+/// doubles throughput. Memory stays bounded by a few chunks in flight.
+pub fn transform_gzip_threaded(
+    compressed: impl Read + Send + 'static,
+    options: &TransformOptions,
+    encoder: &RowEncoder,
+    sink: &mut impl BatchSink,
+) -> Result<TransformStats, TransformError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let inflater = std::thread::Builder::new()
+        .name("gunzip".into())
+        .spawn(move || {
+            let mut decoder =
+                MultiGzDecoder::new(BufReader::with_capacity(COMPRESSED_BUFFER, compressed));
+            loop {
+                let mut chunk = vec![0u8; CHUNK_BYTES];
+                let mut filled = 0;
+                // Fill whole chunks: fewer hand-offs between the threads.
+                let result = loop {
+                    match decoder.read(&mut chunk[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == chunk.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                let end = filled == 0 || result.is_err();
+                if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                if end {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the gunzip thread");
+    let reader = ChunkReader {
+        chunks: rx,
+        current: Vec::new(),
+        position: 0,
+    };
+    let result = transform_text(reader, options, encoder, sink);
+    // On an early stop the reader (and its receiver) are dropped, so the thread ends too.
+    let _ = inflater.join();
+    result
+}
+
+const CHUNK_BYTES: usize = 1 << 20;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Decompressed chunks from the gunzip thread, read as one stream.
+struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.position == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.position = 0;
+                }
+                // The gunzip thread finished: end of stream.
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.current[self.position..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.position = (self.position + n).min(self.current.len());
+    }
+}
+
+/// Gunzips (every gzip member) and transforms `compressed`, on the calling thread.
 pub fn transform_gzip(
     compressed: impl Read,
     options: &TransformOptions,

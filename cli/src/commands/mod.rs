@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod counts;
 pub mod gen;
 pub mod ingest;

@@ -213,6 +213,32 @@ impl WriteApi {
     }
 }
 
+/// One AppendRows request: `rows` at `offset`, with the writer schema when it is the first
+/// request of a connection.
+pub fn append_request(
+    stream: &str,
+    offset: i64,
+    rows: Vec<Vec<u8>>,
+    with_schema: bool,
+) -> AppendRowsRequest {
+    AppendRowsRequest {
+        // Sent on every request (only required on the first) so any server can route it.
+        write_stream: stream.to_string(),
+        offset: Some(offset),
+        rows: Some(append_rows_request::Rows::ProtoRows(
+            append_rows_request::ProtoData {
+                writer_schema: with_schema.then(|| ProtoSchema {
+                    proto_descriptor: Some(proto_descriptor()),
+                }),
+                rows: Some(ProtoRows {
+                    serialized_rows: rows,
+                }),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 struct Connection {
     requests: mpsc::Sender<AppendRowsRequest>,
     responses: Streaming<AppendRowsResponse>,
@@ -243,23 +269,7 @@ impl StreamWriter {
     pub async fn append(&mut self, rows: Vec<Vec<u8>>) -> Result<(), BigQueryError> {
         let count = rows.len() as i64;
         let first = self.connection.is_none();
-        let request = AppendRowsRequest {
-            // Sent on every request (only required on the first) so any server can route it.
-            write_stream: self.stream.clone(),
-            offset: Some(self.next_offset),
-            rows: Some(append_rows_request::Rows::ProtoRows(
-                append_rows_request::ProtoData {
-                    // The writer schema goes in the first request of a connection only.
-                    writer_schema: first.then(|| ProtoSchema {
-                        proto_descriptor: Some(proto_descriptor()),
-                    }),
-                    rows: Some(ProtoRows {
-                        serialized_rows: rows,
-                    }),
-                },
-            )),
-            ..Default::default()
-        };
+        let request = append_request(&self.stream, self.next_offset, rows, first);
         if first {
             self.open_connection(request).await?;
         } else {

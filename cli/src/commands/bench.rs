@@ -1,0 +1,96 @@
+use std::collections::HashMap;
+use std::time::Instant;
+
+use prost::Message;
+use shared::bigquery::encode::RowEncoder;
+use shared::bigquery::write::append_request;
+use shared::route::Layout;
+use shared::transform::{
+    transform_gzip, transform_gzip_threaded, BatchSink, RejectedLine, Stopped, TransformOptions,
+};
+
+use super::CliResult;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// The ingest transform on a local .gz, no network: gunzip → parse → route → encode
+    /// AppendRows requests. Prints one JSON line.
+    Transform {
+        file: std::path::PathBuf,
+        /// Gunzip and parse on one thread (default: a gunzip thread feeding the parser).
+        #[arg(long)]
+        single_thread: bool,
+    },
+}
+
+/// Encodes every batch into the exact AppendRows request bytes the writer would send.
+#[derive(Default)]
+struct EncodingSink {
+    offsets: HashMap<String, i64>,
+    requests: u64,
+    request_bytes: u64,
+    rejected: u64,
+}
+
+impl BatchSink for EncodingSink {
+    fn batch(&mut self, table: &str, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+        let offset = self.offsets.entry(table.to_string()).or_default();
+        let count = rows.len() as i64;
+        let request = append_request(table, *offset, rows, *offset == 0);
+        *offset += count;
+        self.request_bytes += request.encode_to_vec().len() as u64;
+        self.requests += 1;
+        Ok(())
+    }
+
+    fn rejected(&mut self, _line: RejectedLine) -> Result<(), Stopped> {
+        self.rejected += 1;
+        Ok(())
+    }
+}
+
+pub async fn run(args: Args) -> CliResult {
+    let What::Transform {
+        file,
+        single_thread,
+    } = args.what;
+    let options = TransformOptions {
+        layout: Layout::Sharded {
+            prefix: "cloudfront_".into(),
+        },
+        batch_bytes: 4 << 20,
+        max_line_bytes: shared::cloudfront::DEFAULT_MAX_LINE_BYTES,
+    };
+    let encoder = RowEncoder::new(
+        format!("file://{}", file.display()),
+        shared::ingest::now_micros(),
+    );
+    let input =
+        std::fs::File::open(&file).map_err(|e| format!("opening {}: {e}", file.display()))?;
+    let mut sink = EncodingSink::default();
+    let started = Instant::now();
+    let stats = if single_thread {
+        transform_gzip(input, &options, &encoder, &mut sink)?
+    } else {
+        transform_gzip_threaded(input, &options, &encoder, &mut sink)?
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "uncompressed_bytes": stats.read.bytes,
+            "rows": stats.read.rows,
+            "rejected": sink.rejected,
+            "requests": sink.requests,
+            "request_bytes": sink.request_bytes,
+            "seconds": seconds,
+        })
+    );
+    Ok(0)
+}
