@@ -235,7 +235,7 @@ def main():
               f"into the local BigQuery emulator")
         print(f"        {fmt_int(e2e['rows'])} rows in {e2e['wall_seconds']:.1f} s = "
               f"{fmt(e2e['rows_per_s'], ',.0f')} rows/s, {fmt(e2e['mb_per_s'], ',.2f')} MB/s, "
-              f"peak RSS {e2e['peak_rss_mib']:.1f} MiB (the emulator, not cf2bq, is the bottleneck)")
+              f"peak RSS {e2e['peak_rss_mib']:.1f} MiB — bounded by the Python emulator, not by cf2bq")
     else:
         print(f"end-to-end: skipped — {e2e.get('skipped', 'not run')}")
     print(f"\nresults: {results_path}")

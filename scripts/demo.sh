@@ -38,3 +38,10 @@ ingest --poll-queue "$DEMO_QUEUE_URL"
 
 step "rows per daily table vs generated"
 cf2bq counts --expect "$manifest"
+
+step "replaying every ingested object (forced: re-ingest, replacing the earlier rows)"
+cf2bq replay --bucket "$DEMO_BUCKET" --prefix cloudfront/ --force
+ingest --poll-queue "$DEMO_QUEUE_URL"
+
+step "rows per daily table after the replay: unchanged"
+cf2bq counts --expect "$manifest"

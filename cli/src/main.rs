@@ -19,6 +19,8 @@ enum Command {
     Gen(commands::gen::Args),
     /// Row counts per table, optionally checked against a `gen` manifest.
     Counts(commands::counts::Args),
+    /// Put objects back on the ingest queue (prefix, date range) or redrive the DLQ.
+    Replay(commands::replay::Args),
     /// Measure the ingest transform (see `make bench`).
     Bench(commands::bench::Args),
 }
@@ -32,6 +34,7 @@ async fn main() {
         Command::Gen(args) => commands::gen::run(args).await,
         Command::Counts(args) => commands::counts::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
+        Command::Replay(args) => commands::replay::run(args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

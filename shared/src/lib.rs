@@ -13,6 +13,7 @@ pub mod generate;
 pub mod ingest;
 pub mod ledger;
 pub mod quarantine;
+pub mod replay;
 pub mod route;
 pub mod source;
 pub mod sqs;

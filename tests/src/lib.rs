@@ -105,20 +105,8 @@ impl Harness {
 
     /// An ingest queue with a DLQ (after `max_receives`), and `bucket` notifying it.
     pub async fn wired_queue(&self, bucket: &str, max_receives: u32) -> Queues {
-        let name = unique("q");
-        let dlq = self.create_queue(&format!("{name}-dlq"), &[]).await;
-        let dlq_arn = self.queue_arn(&dlq).await;
-        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()}).to_string();
-        let queue = self
-            .create_queue(
-                &name,
-                &[
-                    (QueueAttributeName::RedrivePolicy, redrive),
-                    (QueueAttributeName::VisibilityTimeout, "5".into()),
-                ],
-            )
-            .await;
-        let queue_arn = self.queue_arn(&queue).await;
+        let queues = self.queues(max_receives).await;
+        let queue_arn = self.queue_arn(&queues.queue).await;
         use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
         self.s3
             .put_bucket_notification_configuration()
@@ -137,6 +125,24 @@ impl Harness {
             .send()
             .await
             .expect("bucket notification");
+        queues
+    }
+
+    /// An ingest queue with a DLQ (after `max_receives`), not wired to any bucket.
+    pub async fn queues(&self, max_receives: u32) -> Queues {
+        let name = unique("q");
+        let dlq = self.create_queue(&format!("{name}-dlq"), &[]).await;
+        let dlq_arn = self.queue_arn(&dlq).await;
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()}).to_string();
+        let queue = self
+            .create_queue(
+                &name,
+                &[
+                    (QueueAttributeName::RedrivePolicy, redrive),
+                    (QueueAttributeName::VisibilityTimeout, "5".into()),
+                ],
+            )
+            .await;
         Queues { queue, dlq }
     }
 

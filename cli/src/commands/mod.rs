@@ -2,6 +2,7 @@ pub mod bench;
 pub mod counts;
 pub mod gen;
 pub mod ingest;
+pub mod replay;
 
 use shared::{Config, Ingestor};
 
