@@ -22,7 +22,7 @@ export DEMO_RUN=$run
 .venv/bin/python scripts/stack_bootstrap.py dataset >/dev/null
 
 step "building cf2bq and the ingest function"
-cargo build --quiet --bin cf2bq --bin ingest --features cf2bq-shared/fault-injection
+cargo build --quiet --bin cf2bq --bin ingest --bin table-keeper --features cf2bq-shared/fault-injection
 
 step "creating bucket, ingest queue with DLQ, bucket → queue notification"
 eval "$(.venv/bin/python scripts/demo_setup.py)"
@@ -30,8 +30,9 @@ echo "bucket s3://$DEMO_BUCKET → $DEMO_QUEUE_URL (DLQ $DEMO_DLQ_URL)"
 
 step "generating CloudFront logs over 3 UTC dates (with late lines from the day before)"
 manifest=.stack/demo-manifest-$run.json
+# The last three UTC days, so the keeper's look-back below sees live-looking data.
 cf2bq gen --bucket "$DEMO_BUCKET" --prefix cloudfront/ --objects 18 --lines 2000 \
-    --days 3 --start-date 2026-11-20 --late-percent 5 --seed "$run" --manifest "$manifest"
+    --days 3 --start-date "$(date -u -d '2 days ago' +%F)" --late-percent 5 --seed "$run" --manifest "$manifest"
 
 step "running the ingest handler on the queue's messages"
 ingest --poll-queue "$DEMO_QUEUE_URL"
@@ -45,3 +46,7 @@ ingest --poll-queue "$DEMO_QUEUE_URL"
 
 step "rows per daily table after the replay: unchanged"
 cf2bq counts --expect "$manifest"
+
+step "running the table keeper once (creates tomorrow's table, checks the last 3 days)"
+CF2BQ_LOOKBACK_DAYS=3 table-keeper --once >/dev/null
+CF2BQ_LOOKBACK_DAYS=3 cf2bq tables check

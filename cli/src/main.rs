@@ -21,6 +21,8 @@ enum Command {
     Counts(commands::counts::Args),
     /// Put objects back on the ingest queue (prefix, date range) or redrive the DLQ.
     Replay(commands::replay::Args),
+    /// Create tables ahead and check that every expected table exists and data is fresh.
+    Tables(commands::tables::Args),
     /// Measure the ingest transform (see `make bench`).
     Bench(commands::bench::Args),
 }
@@ -35,6 +37,7 @@ async fn main() {
         Command::Counts(args) => commands::counts::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Replay(args) => commands::replay::run(args).await,
+        Command::Tables(args) => commands::tables::run(args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

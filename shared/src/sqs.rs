@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::bigquery::auth::aws_error;
 use crate::ingest::{Ingestor, ObjectReport};
@@ -22,11 +23,14 @@ pub async fn process_batch(
     let mut reports = Vec::new();
     for (message_id, body) in messages {
         let span = tracing::info_span!("message", message_id = %message_id);
-        let _guard = span.enter();
-        match ingestor.process_message(body).await {
-            Ok(r) => reports.extend(r),
+        match ingestor.process_message(body).instrument(span).await {
+            Ok(r) => {
+                r.iter().for_each(crate::metrics::object);
+                reports.extend(r);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "message failed; it will be retried");
+                crate::metrics::object_failed(&e.to_string());
                 failed.push(message_id.clone());
             }
         }

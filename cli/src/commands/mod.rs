@@ -3,6 +3,7 @@ pub mod counts;
 pub mod gen;
 pub mod ingest;
 pub mod replay;
+pub mod tables;
 
 use shared::{Config, Ingestor};
 

@@ -1,0 +1,76 @@
+//! CloudWatch metrics in Embedded Metric Format: one JSON line on stdout per event, which
+//! Lambda forwards to CloudWatch Logs and CloudWatch turns into metrics (namespace `cf2bq`,
+//! dimension `Function`). Outside Lambda nothing is printed.
+
+use serde_json::{json, Map, Value};
+
+use crate::ingest::ObjectReport;
+use crate::keeper::KeeperReport;
+
+fn emit(function: &str, metrics: &[(&str, f64, &str)], extra: Map<String, Value>) {
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() {
+        return;
+    }
+    let mut doc = Map::new();
+    doc.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": crate::ingest::now_micros() / 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": "cf2bq",
+                "Dimensions": [["Function"]],
+                "Metrics": metrics.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    doc.insert("Function".into(), json!(function));
+    for (name, value, _) in metrics {
+        doc.insert((*name).into(), json!(value));
+    }
+    doc.extend(extra);
+    println!("{}", Value::Object(doc));
+}
+
+/// Per object: rows, bytes, rejected lines, lag from the newest request to now.
+pub fn object(report: &ObjectReport) {
+    use crate::ingest::Outcome;
+    let mut metrics = vec![];
+    match report.outcome {
+        Outcome::AlreadyDone => metrics.push(("RedeliveriesSkipped", 1.0, "Count")),
+        Outcome::Loaded | Outcome::Empty => {
+            metrics.push(("ObjectsIngested", 1.0, "Count"));
+            metrics.push(("RowsLoaded", report.rows as f64, "Count"));
+            metrics.push(("BytesRead", report.bytes as f64, "Bytes"));
+            metrics.push(("LinesQuarantined", report.rejected as f64, "Count"));
+            if let Some(latest) = report.latest_request_micros {
+                let lag = (crate::ingest::now_micros() - latest) as f64 / 1e6;
+                metrics.push(("CommitLagSeconds", lag, "Seconds"));
+            }
+        }
+        Outcome::Gone => {}
+    }
+    let mut extra = Map::new();
+    extra.insert("object".into(), json!(report.object));
+    extra.insert("rowsPerTable".into(), json!(report.tables));
+    emit("ingest", &metrics, extra);
+}
+
+/// An object that failed (it will be retried, then dead-lettered).
+pub fn object_failed(object: &str) {
+    let mut extra = Map::new();
+    extra.insert("object".into(), json!(object));
+    emit("ingest", &[("ObjectsFailed", 1.0, "Count")], extra);
+}
+
+/// Per keeper run: findings, missing tables, hours since the last row.
+pub fn keeper(report: &KeeperReport) {
+    let findings = report.missing.len() + usize::from(report.stale) + report.patched.len();
+    let mut metrics = vec![
+        ("KeeperFindings", findings as f64, "Count"),
+        ("TablesMissing", report.missing.len() as f64, "Count"),
+    ];
+    if let Some(hours) = report.hours_since_last_ingest() {
+        metrics.push(("HoursSinceLastRow", hours, "None"));
+    }
+    emit("table-keeper", &metrics, Map::new());
+}

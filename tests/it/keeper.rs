@@ -1,0 +1,343 @@
+//! The table keeper against the emulators, alerts read from an SQS queue subscribed to the
+//! SNS topic, as an operator's e-mail or chat subscription would receive them.
+
+use cf2bq_tests::{gzip, header_33, Harness};
+use shared::bigquery::TableSpec;
+use shared::cloudfront::parse::parse_date;
+use shared::keeper::{self, KeeperOptions};
+use shared::route::Layout;
+use shared::source::LogObject;
+
+const HOUR: i64 = 3_600_000_000;
+
+fn line(date: &str) -> String {
+    format!("{date}\t10:00:00\tFRA56-P1\t512\t192.0.2.1\tGET\td1.cloudfront.net\t/x\t200\t-\tcurl/8\t-\t-\tHit\tid\td1.cloudfront.net\thttps\t34\t0.002\t-\tTLSv1.3\tTLS_AES_128_GCM_SHA256\tHit\tHTTP/2.0\t-\t-\t443\t0.001\tHit\ttext/html\t512\t-\t-\n")
+}
+
+struct Alerts {
+    topic: String,
+    queue: String,
+}
+
+async fn alerts(h: &Harness) -> Alerts {
+    let sns = aws_sdk_sns::Client::new(&h.aws);
+    let topic = sns
+        .create_topic()
+        .name(cf2bq_tests::unique("alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let queue = h
+        .create_queue(&cf2bq_tests::unique("alert-inbox"), &[])
+        .await;
+    let arn = h.queue_arn(&queue).await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .unwrap();
+    Alerts { topic, queue }
+}
+
+/// (subject, message) of every alert received.
+async fn received(h: &Harness, queue: &str) -> Vec<(String, String)> {
+    let out = h
+        .sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    out.messages
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let envelope: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            (
+                envelope["Subject"].as_str().unwrap_or_default().to_string(),
+                envelope["Message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn options(layout: Layout) -> KeeperOptions {
+    KeeperOptions {
+        layout,
+        partition_expiration_days: None,
+        create_ahead_days: 1,
+        lookback_days: 3,
+        stale_hours: 3,
+        repair: true,
+    }
+}
+
+fn sharded() -> Layout {
+    Layout::Sharded {
+        prefix: "cloudfront_".into(),
+    }
+}
+
+/// Tables for `days` (relative to today 2026-03-10) and fresh rows in today's table.
+async fn setup(h: &Harness, days: &[i32]) -> i32 {
+    let today = parse_date("2026-03-10").unwrap();
+    for d in days {
+        h.bq.ensure_table(&TableSpec::for_date(&sharded(), today + d, None))
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(cf2bq_tests::unique("keeper"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("E2QWRUHAPOMQZL.2026-03-10-10.keeper01.gz");
+    std::fs::write(&path, gzip(&(header_33() + &line("2026-03-10")))).unwrap();
+    h.ingestor()
+        .await
+        .ingest(&LogObject::File(path))
+        .await
+        .unwrap();
+    today
+}
+
+#[tokio::test]
+async fn a_missing_table_is_alerted_and_created() {
+    let h = Harness::new("keeper_missing").await;
+    let inbox = alerts(&h).await;
+    let today = setup(&h, &[-3, -2, 0]).await; // 2026-03-09 is missing
+    let sns = aws_sdk_sns::Client::new(&h.aws);
+
+    let report = keeper::run(
+        &h.bq,
+        &options(sharded()),
+        today,
+        shared::ingest::now_micros(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.missing, vec!["cloudfront_20260309"]);
+    assert_eq!(report.created_missing, vec!["cloudfront_20260309"]);
+    assert_eq!(report.created_ahead, vec!["cloudfront_20260311"]);
+    assert!(!report.stale);
+    assert!(keeper::alert(&sns, &inbox.topic, &report, &h.bq.dataset)
+        .await
+        .unwrap());
+
+    let got = received(&h, &inbox.queue).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (subject, message) = &got[0];
+    assert_eq!(
+        subject,
+        &format!("cf2bq ALERT ({}): 1 missing table", h.bq.dataset)
+    );
+    assert!(
+        message.starts_with(&format!(
+            "MISSING TABLES in {}: cloudfront_20260309.\n",
+            h.bq.dataset
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("The keeper created cloudfront_20260309 so late logs have a home."),
+        "{message}"
+    );
+    assert!(
+        message.contains("cf2bq replay --bucket <log bucket> --from <date> --to <date>"),
+        "{message}"
+    );
+    assert!(!message.contains("STALE"), "{message}");
+    assert!(h
+        .bq
+        .get_table("cloudfront_20260309")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn stale_data_is_alerted() {
+    let h = Harness::new("keeper_stale").await;
+    let inbox = alerts(&h).await;
+    let today = setup(&h, &[-3, -2, -1, 0]).await;
+    let sns = aws_sdk_sns::Client::new(&h.aws);
+
+    // Five hours later, nothing new has arrived.
+    let later = shared::ingest::now_micros() + 5 * HOUR;
+    let report = keeper::run(&h.bq, &options(sharded()), today, later)
+        .await
+        .unwrap();
+    assert!(report.missing.is_empty());
+    assert!(report.stale);
+    assert!(keeper::alert(&sns, &inbox.topic, &report, &h.bq.dataset)
+        .await
+        .unwrap());
+    let got = received(&h, &inbox.queue).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (subject, message) = &got[0];
+    assert_eq!(
+        subject,
+        &format!("cf2bq ALERT ({}): no data for 5 h", h.bq.dataset)
+    );
+    assert!(
+        message.starts_with(&format!(
+            "STALE DATA in {}: no new rows for 5.0 hours (threshold 3 h).",
+            h.bq.dataset
+        )),
+        "{message}"
+    );
+    let details: serde_json::Value =
+        serde_json::from_str(&message[message.find("Details (JSON):\n").unwrap() + 16..]).unwrap();
+    assert_eq!(details["stale"], true);
+    assert_eq!(details["tables"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn all_clear_sends_nothing_and_a_second_run_changes_nothing() {
+    let h = Harness::new("keeper_clear").await;
+    let inbox = alerts(&h).await;
+    let today = setup(&h, &[-3, -2, -1, 0]).await;
+    let sns = aws_sdk_sns::Client::new(&h.aws);
+
+    let first = keeper::run(
+        &h.bq,
+        &options(sharded()),
+        today,
+        shared::ingest::now_micros(),
+    )
+    .await
+    .unwrap();
+    assert!(!first.has_problems(), "{first:?}");
+    assert_eq!(first.created_ahead, vec!["cloudfront_20260311"]);
+    assert!(!keeper::alert(&sns, &inbox.topic, &first, &h.bq.dataset)
+        .await
+        .unwrap());
+    let second = keeper::run(
+        &h.bq,
+        &options(sharded()),
+        today,
+        shared::ingest::now_micros(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        second.created_ahead.is_empty()
+            && second.created_missing.is_empty()
+            && second.patched.is_empty()
+    );
+    assert_eq!(
+        second.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
+        vec![Some(0), Some(0), Some(0), Some(1), Some(0)]
+    );
+    assert!(received(&h, &inbox.queue).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_older_table_gains_the_columns_it_lacks() {
+    let h = Harness::new("keeper_patch").await;
+    let today = setup(&h, &[-3, -1, 0]).await;
+    // A table from an older cf2bq, before most columns existed.
+    h.query(
+        "CREATE TABLE `{ds}.cloudfront_20260308` (log_date DATE, log_time TIME, sc_status INT64)",
+    )
+    .await;
+
+    let report = keeper::run(
+        &h.bq,
+        &options(sharded()),
+        today,
+        shared::ingest::now_micros(),
+    )
+    .await
+    .unwrap();
+    let added = &report.patched["cloudfront_20260308"];
+    assert_eq!(added.len(), shared::bigquery::schema::columns().len() - 3);
+    assert!(
+        added.contains(&"cs_user_agent".to_string()) && added.contains(&"extra_fields".to_string())
+    );
+    let table =
+        h.bq.get_table("cloudfront_20260308")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        table.schema.fields.unwrap().len(),
+        shared::bigquery::schema::columns().len()
+    );
+    // Patched once: the next run has nothing to do.
+    let again = keeper::run(
+        &h.bq,
+        &options(sharded()),
+        today,
+        shared::ingest::now_micros(),
+    )
+    .await
+    .unwrap();
+    assert!(again.patched.is_empty());
+}
+
+#[tokio::test]
+async fn the_partitioned_layout_end_to_end() {
+    let h = Harness::with(
+        "partitioned",
+        &[
+            ("CF2BQ_TABLE_LAYOUT", "partitioned"),
+            ("CF2BQ_PARTITIONED_TABLE", "cf_logs"),
+        ],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(cf2bq_tests::unique("part"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("E2QWRUHAPOMQZL.2026-03-10-00.part0001.gz");
+    std::fs::write(
+        &path,
+        gzip(&(header_33() + &line("2026-03-09") + &line("2026-03-10") + &line("2026-03-10"))),
+    )
+    .unwrap();
+    let report = h
+        .ingestor()
+        .await
+        .ingest(&LogObject::File(path))
+        .await
+        .unwrap();
+    assert_eq!(report.tables, [("cf_logs".to_string(), 3)].into());
+
+    let table = h.bq.get_table("cf_logs").await.unwrap().unwrap();
+    let partitioning = table.time_partitioning.unwrap();
+    assert_eq!(
+        (partitioning.r#type.as_str(), partitioning.field.as_deref()),
+        ("DAY", Some("log_date"))
+    );
+    assert!(table
+        .clustering
+        .unwrap()
+        .fields
+        .unwrap()
+        .contains(&"x_host_header".to_string()));
+    let per_day = h
+        .query(
+            "SELECT CAST(log_date AS STRING), COUNT(*) FROM `{ds}.cf_logs` GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+    assert_eq!(
+        per_day,
+        vec![
+            vec![Some("2026-03-09".into()), Some("1".into())],
+            vec![Some("2026-03-10".into()), Some("2".into())]
+        ]
+    );
+
+    let layout = Layout::Partitioned {
+        table: "cf_logs".into(),
+    };
+    let today = parse_date("2026-03-10").unwrap();
+    let checked = keeper::run(&h.bq, &options(layout), today, shared::ingest::now_micros())
+        .await
+        .unwrap();
+    assert!(!checked.has_problems(), "{checked:?}");
+    assert_eq!(checked.tables.len(), 1, "one table holds every day");
+    assert_eq!(checked.tables[0].rows, Some(3));
+}
