@@ -10,7 +10,7 @@
 #   BENCH_E2E=1              0 skips the end-to-end part
 #   BENCH_E2E_SIZE_MIB=64    object size for the end-to-end part (the emulator does ~8k rows/s)
 #   BENCH_CF2BQ=target/release/cf2bq   the binary under test
-#   BENCH_BUILD=1            0 skips `cargo build --release --bin cf2bq`
+#   BENCH_BUILD=1            0 skips `cargo build --release -p cf2bq --bin cf2bq`
 #   BENCH_PYTHON=python3     interpreter for the Python reference
 #   BENCH_RSS_METHOD=auto    `rusage` forces bench/measure.py's fallback (see there)
 # Output: a table on stdout, everything in .bench/results.json; logs in .bench/logs/.
@@ -52,8 +52,10 @@ mkdir -p "$RUN" "$LOGS"
 measure() { "$PY" bench/measure.py "$@"; }
 
 if [[ $BUILD == 1 ]]; then
-  step "building $CF2BQ (cargo build --release --bin cf2bq)"
-  "$CARGO" build --release --quiet --bin cf2bq
+  # -p cf2bq: only the CLI package's features. Without it cargo resolves features for every
+  # workspace member, and the tests crate turns on shared's debug-only fault-injection.
+  step "building $CF2BQ (cargo build --release -p cf2bq --bin cf2bq)"
+  "$CARGO" build --release --quiet -p cf2bq --bin cf2bq
 fi
 [[ -x $CF2BQ ]] || die "$CF2BQ not found (build it, or set BENCH_CF2BQ)"
 

@@ -88,13 +88,11 @@ pub async fn run(
             if day <= today {
                 report.missing.push(spec.name.clone());
             }
-            if options.repair {
-                if bq.ensure_table(&spec).await? == TableStatus::Created {
-                    if day > today {
-                        report.created_ahead.push(spec.name.clone());
-                    } else {
-                        report.created_missing.push(spec.name.clone());
-                    }
+            if options.repair && bq.ensure_table(&spec).await? == TableStatus::Created {
+                if day > today {
+                    report.created_ahead.push(spec.name.clone());
+                } else {
+                    report.created_missing.push(spec.name.clone());
                 }
             }
         } else if options.repair {
@@ -214,41 +212,6 @@ pub fn alert_text(report: &KeeperReport, dataset: &str) -> (String, String) {
     (subject, body)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alert_text_says_what_and_what_to_do() {
-        let report = KeeperReport {
-            checked_at_micros: 10 * 3_600_000_000,
-            missing: vec!["cloudfront_20260301".into()],
-            created_missing: vec!["cloudfront_20260301".into()],
-            last_ingest_micros: Some(3_600_000_000),
-            stale: true,
-            stale_hours: 3,
-            ..Default::default()
-        };
-        let (subject, body) = alert_text(&report, "logs");
-        assert_eq!(
-            subject,
-            "cf2bq ALERT (logs): 1 missing table, no data for 9 h"
-        );
-        assert!(body.contains("MISSING TABLES in logs: cloudfront_20260301."));
-        assert!(body.contains("cf2bq replay --bucket"));
-        assert!(body.contains("STALE DATA in logs: no new rows for 9.0 hours (threshold 3 h)."));
-        let json = &body[body.index("Details (JSON):\n") + 16..];
-        let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
-        assert_eq!(parsed["missing"][0], "cloudfront_20260301");
-        assert!(report.has_problems());
-        assert!(!KeeperReport {
-            last_ingest_micros: Some(1),
-            ..Default::default()
-        }
-        .has_problems());
-    }
-}
-
 /// Options from the configuration.
 impl KeeperOptions {
     pub fn from_config(config: &crate::Config, repair: bool) -> Self {
@@ -292,4 +255,39 @@ pub async fn alert(
             )
         })?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_text_says_what_and_what_to_do() {
+        let report = KeeperReport {
+            checked_at_micros: 10 * 3_600_000_000,
+            missing: vec!["cloudfront_20260301".into()],
+            created_missing: vec!["cloudfront_20260301".into()],
+            last_ingest_micros: Some(3_600_000_000),
+            stale: true,
+            stale_hours: 3,
+            ..Default::default()
+        };
+        let (subject, body) = alert_text(&report, "logs");
+        assert_eq!(
+            subject,
+            "cf2bq ALERT (logs): 1 missing table, no data for 9 h"
+        );
+        assert!(body.contains("MISSING TABLES in logs: cloudfront_20260301."));
+        assert!(body.contains("cf2bq replay --bucket"));
+        assert!(body.contains("STALE DATA in logs: no new rows for 9.0 hours (threshold 3 h)."));
+        let json = &body[body.find("Details (JSON):\n").unwrap() + 16..];
+        let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(parsed["missing"][0], "cloudfront_20260301");
+        assert!(report.has_problems());
+        assert!(!KeeperReport {
+            last_ingest_micros: Some(1),
+            ..Default::default()
+        }
+        .has_problems());
+    }
 }
