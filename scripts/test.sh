@@ -11,7 +11,8 @@ step "format and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "unit tests (no network)"
+step "unit tests (no network) and a bounded fuzz run (proptest, PROPTEST_CASES per property)"
+export PROPTEST_CASES=${PROPTEST_CASES:-2048}
 cargo test --workspace --lib --bins --quiet
 
 step "starting the local stack"

@@ -2,6 +2,8 @@
 
 pub mod decode;
 pub mod fields;
+#[cfg(test)]
+mod fuzz;
 pub mod parse;
 pub mod reader;
 
