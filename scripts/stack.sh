@@ -9,7 +9,7 @@
 #   scripts/stack.sh status      what is running
 #   scripts/stack.sh reset-aws   wipe moto state, re-create the ledger table
 #
-# Ports and names follow docs/config.md; any value already in the environment wins.
+# Ports and names follow the README configuration table; any value already in the environment wins.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -94,7 +94,7 @@ check_free() {
   local name=$1 port=$2
   if port_open "$port"; then
     ss -ltnp "sport = :$port" >&2 2>/dev/null || true
-    die "port $port is already in use by another process (not our $name); stop it or set a different port (see docs/config.md)"
+    die "port $port is already in use by another process (not our $name); stop it or set a different port (see the README configuration table)"
   fi
 }
 

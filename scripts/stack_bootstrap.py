@@ -7,7 +7,7 @@ Subcommands:
   ledger           create the DynamoDB ledger table in moto (already exists = fine)
   reset-aws        wipe moto's state, then re-create the ledger table
 
-Settings come from the environment that stack.sh exports (same names as docs/config.md).
+Settings come from the environment that stack.sh exports (same names as the README configuration table).
 """
 
 import json

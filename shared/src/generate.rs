@@ -152,6 +152,34 @@ pub fn write_object(
     Ok(manifest)
 }
 
+/// Generates every object of `options` into an S3 bucket; returns what was generated.
+pub async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    options: &GenOptions,
+) -> Result<Manifest, String> {
+    let mut manifest = Manifest::default();
+    for index in 0..options.objects {
+        let mut body = Vec::new();
+        let object = write_object(options, index, &mut body).map_err(|e| e.to_string())?;
+        s3.put_object()
+            .bucket(bucket)
+            .key(&object.key)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "uploading s3://{bucket}/{}: {}",
+                    object.key,
+                    crate::bigquery::auth::aws_error(&e)
+                )
+            })?;
+        manifest.add(object);
+    }
+    Ok(manifest)
+}
+
 const EDGES: &[&str] = &[
     "FRA56-P1", "ICN54-C1", "IAD89-C3", "LHR61-P2", "NRT57-C2", "SEA19-C1", "GRU3-C1", "SIN2-P4",
 ];

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cf2bq_tests::{gzip, has_line, header_33, Harness};
-use shared::generate::{write_object, GenOptions, Manifest};
+use shared::generate::{write_object, GenOptions};
 use shared::source::LogObject;
 use shared::Outcome;
 
@@ -157,13 +157,9 @@ async fn s3_notifications_through_sqs_land_every_row_in_its_dates_table() {
         prefix: "cf/".into(),
         ..Default::default()
     };
-    let mut manifest = Manifest::default();
-    for i in 0..options.objects {
-        let mut body = Vec::new();
-        let object = write_object(&options, i, &mut body).unwrap();
-        h.put(&bucket, &object.key, body).await;
-        manifest.add(object);
-    }
+    let manifest = shared::generate::upload(&h.s3, &bucket, &options)
+        .await
+        .unwrap();
 
     let (ok, stdout, stderr, _) = h.run_binary("ingest", &["--poll-queue", &queues.queue]);
     assert!(ok, "ingest failed:\n{stdout}\n{stderr}");

@@ -33,13 +33,9 @@ async fn replay_by_date_skips_done_objects_and_force_replaces_rows() {
         prefix: "cf/".into(),
         ..Default::default()
     };
-    let mut manifest = Manifest::default();
-    for i in 0..options.objects {
-        let mut body = Vec::new();
-        let object = write_object(&options, i, &mut body).unwrap();
-        h.put(&bucket, &object.key, body).await;
-        manifest.add(object);
-    }
+    let manifest = shared::generate::upload(&h.s3, &bucket, &options)
+        .await
+        .unwrap();
     let replay = |extra: &[&str]| {
         let mut args = vec!["replay", "--bucket", &bucket, "--queue", &queues.queue];
         args.extend_from_slice(extra);

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use shared::generate::{object_key, write_object, GenOptions, Manifest};
+use shared::generate::{object_key, upload, write_object, GenOptions, Manifest};
 
 use super::CliResult;
 
@@ -55,14 +55,18 @@ pub async fn run(args: Args) -> CliResult {
         distribution: args.distribution.clone(),
         prefix: args.prefix.clone(),
     };
-    let s3 = match &args.bucket {
-        Some(_) => Some(shared::aws::s3(&shared::aws::load().await)),
-        None => None,
-    };
-    let mut manifest = Manifest::default();
-    for index in 0..options.objects {
-        let object = match (&args.out, &args.bucket) {
-            (Some(dir), _) => {
+    let manifest = match (&args.out, &args.bucket) {
+        (_, Some(bucket)) => {
+            upload(
+                &shared::aws::s3(&shared::aws::load().await),
+                bucket,
+                &options,
+            )
+            .await?
+        }
+        (Some(dir), None) => {
+            let mut manifest = Manifest::default();
+            for index in 0..options.objects {
                 let path = dir.join(object_key(&options, index).0);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
@@ -70,32 +74,16 @@ pub async fn run(args: Args) -> CliResult {
                 }
                 let file = std::fs::File::create(&path)
                     .map_err(|e| format!("creating {}: {e}", path.display()))?;
-                write_object(&options, index, std::io::BufWriter::new(file))?
+                manifest.add(write_object(
+                    &options,
+                    index,
+                    std::io::BufWriter::new(file),
+                )?);
             }
-            (None, Some(bucket)) => {
-                let mut body = Vec::new();
-                let object = write_object(&options, index, &mut body)?;
-                s3.as_ref()
-                    .expect("client built for --bucket")
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&object.key)
-                    .body(body.into())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "uploading s3://{bucket}/{}: {}",
-                            object.key,
-                            shared::bigquery::auth::aws_error(&e)
-                        )
-                    })?;
-                object
-            }
-            (None, None) => unreachable!("clap requires --out or --bucket"),
-        };
-        manifest.add(object);
-    }
+            manifest
+        }
+        (None, None) => unreachable!("clap requires --out or --bucket"),
+    };
     for (date, rows) in &manifest.rows_per_date {
         println!("{date}  {rows:>10} rows");
     }
