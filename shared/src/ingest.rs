@@ -152,8 +152,36 @@ pub struct Ingestor {
 /// An object read and appended to finalized (uncommitted) PENDING streams.
 struct Staged {
     report: ObjectReport,
+    /// Table → stream, log tables and the quarantine table alike.
     streams: BTreeMap<String, String>,
+    /// Table → rows in its stream.
+    rows: BTreeMap<String, u64>,
 }
+
+impl Staged {
+    /// Nothing staged: the object was empty or gone.
+    fn nothing(uri: &str, outcome: Outcome) -> Staged {
+        Staged {
+            report: ObjectReport::empty(uri.to_string(), outcome),
+            streams: BTreeMap::new(),
+            rows: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where this object's rejected lines go.
+enum Quarantine {
+    None,
+    S3(QuarantineWriter),
+    Table {
+        table: String,
+        rows: Vec<Vec<u8>>,
+        bytes: usize,
+    },
+}
+
+/// Quarantine rows per AppendRows request.
+const QUARANTINE_BATCH_BYTES: usize = 1 << 20;
 
 impl Ingestor {
     pub fn new(
@@ -313,7 +341,7 @@ impl Ingestor {
                 }
                 let plan = CommitPlan {
                     ingest_micros,
-                    rows: staged.report.tables.clone(),
+                    rows: staged.rows,
                     streams: staged.streams,
                     committed: Default::default(),
                     replace_tables,
@@ -349,7 +377,7 @@ impl Ingestor {
         let staged = self.stage(object, uri, ingest_micros).await?;
         let plan = CommitPlan {
             ingest_micros,
-            rows: staged.report.tables.clone(),
+            rows: staged.rows,
             streams: staged.streams,
             report: serde_json::to_value(&staged.report).expect("reports serialize"),
             ..Default::default()
@@ -500,27 +528,18 @@ impl Ingestor {
         ingest_micros: i64,
     ) -> Result<Staged, IngestError> {
         if let LogObject::S3(ObjectRef { size: Some(0), .. }) = object {
-            return Ok(Staged {
-                report: ObjectReport::empty(uri.to_string(), Outcome::Empty),
-                streams: BTreeMap::new(),
-            });
+            return Ok(Staged::nothing(uri, Outcome::Empty));
         }
         let (stream, size) = match source::open(&self.s3, object).await {
             Ok(opened) => opened,
             Err(SourceError::Gone { detail, .. }) => {
                 tracing::warn!(%detail, "object is gone; acknowledging");
-                return Ok(Staged {
-                    report: ObjectReport::empty(uri.to_string(), Outcome::Gone),
-                    streams: BTreeMap::new(),
-                });
+                return Ok(Staged::nothing(uri, Outcome::Gone));
             }
             Err(e) => return Err(e.into()),
         };
         if size == Some(0) {
-            return Ok(Staged {
-                report: ObjectReport::empty(uri.to_string(), Outcome::Empty),
-                streams: BTreeMap::new(),
-            });
+            return Ok(Staged::nothing(uri, Outcome::Empty));
         }
 
         // Step 2: parse on a blocking thread, feeding batches through a bounded channel.
@@ -540,17 +559,31 @@ impl Ingestor {
 
         // Step 3: write batches as they come.
         let mut writers: BTreeMap<String, StreamWriter> = BTreeMap::new();
-        let mut quarantine = self.quarantine.clone().map(|target| {
-            let version = match object {
-                LogObject::S3(o) => o
-                    .version_id
-                    .clone()
-                    .or(o.etag.clone())
-                    .unwrap_or_else(|| "latest".into()),
-                LogObject::File(_) => "file".into(),
-            };
-            QuarantineWriter::new(self.s3.clone(), target, uri, &version)
-        });
+        let mut quarantine = match &self.quarantine {
+            None => Quarantine::None,
+            Some(QuarantineTarget::S3 { bucket, prefix }) => {
+                let version = match object {
+                    LogObject::S3(o) => o
+                        .version_id
+                        .clone()
+                        .or(o.etag.clone())
+                        .unwrap_or_else(|| "latest".into()),
+                    LogObject::File(_) => "file".into(),
+                };
+                Quarantine::S3(QuarantineWriter::new(
+                    self.s3.clone(),
+                    bucket,
+                    prefix,
+                    uri,
+                    &version,
+                ))
+            }
+            Some(QuarantineTarget::Table(table)) => Quarantine::Table {
+                table: table.clone(),
+                rows: Vec::new(),
+                bytes: 0,
+            },
+        };
         let mut rejected = 0u64;
         let consumed: Result<(), IngestError> = async {
             while let Some(produced) = rx.recv().await {
@@ -575,11 +608,24 @@ impl Ingestor {
                         if rejected <= LOGGED_REJECTS {
                             tracing::warn!(line = line.line_no, reason = %line.reason, "line rejected");
                         }
-                        if let Some(q) = quarantine.as_mut() {
-                            q.add(&line).await.map_err(|source| IngestError::Quarantine {
+                        match &mut quarantine {
+                            Quarantine::None => {}
+                            Quarantine::S3(q) => q.add(&line).await.map_err(|source| IngestError::Quarantine {
                                 object: uri.to_string(),
                                 source,
-                            })?;
+                            })?,
+                            Quarantine::Table { table, rows, bytes } => {
+                                let row = crate::quarantine::encode_row(uri, &line, ingest_micros);
+                                *bytes += row.len();
+                                rows.push(row);
+                                if *bytes >= QUARANTINE_BATCH_BYTES {
+                                    *bytes = 0;
+                                    let batch = std::mem::take(rows);
+                                    self.append_quarantine(&mut writers, table, batch).await.map_err(|source| {
+                                        IngestError::BigQuery { object: uri.to_string(), source }
+                                    })?;
+                                }
+                            }
                         }
                     }
                 }
@@ -609,23 +655,37 @@ impl Ingestor {
                 })
             }
         };
+        let bq_error = |source| IngestError::BigQuery {
+            object: uri.to_string(),
+            source,
+        };
         let quarantine_parts = match quarantine {
-            Some(q) => q.finish().await.map_err(|source| IngestError::Quarantine {
+            Quarantine::None => Vec::new(),
+            Quarantine::S3(q) => q.finish().await.map_err(|source| IngestError::Quarantine {
                 object: uri.to_string(),
                 source,
             })?,
-            None => Vec::new(),
+            Quarantine::Table { table, rows, .. } => {
+                if !rows.is_empty() {
+                    self.append_quarantine(&mut writers, &table, rows)
+                        .await
+                        .map_err(bq_error)?;
+                }
+                match writers.get(&table) {
+                    Some(w) => vec![format!("bq:{table} ({} rows)", w.rows())],
+                    None => Vec::new(),
+                }
+            }
         };
 
         fault_point("after_append");
-        let tables = self
-            .finalize(&mut writers)
-            .await
-            .map_err(|source| IngestError::BigQuery {
-                object: uri.to_string(),
-                source,
-            })?;
+        let rows = self.finalize(&mut writers).await.map_err(bq_error)?;
         fault_point("after_finalize");
+        // The report lists log tables; the plan commits the quarantine table's stream too.
+        let mut tables = rows.clone();
+        if let Some(QuarantineTarget::Table(table)) = &self.quarantine {
+            tables.remove(table);
+        }
         let read = stats.read;
         let streams = writers
             .into_iter()
@@ -648,7 +708,45 @@ impl Ingestor {
                 latest_request_micros: stats.latest_request_micros,
             },
             streams,
+            rows,
         })
+    }
+
+    /// Appends quarantine rows to `table`'s stream, opening it (and the table) on first use.
+    async fn append_quarantine(
+        &self,
+        writers: &mut BTreeMap<String, StreamWriter>,
+        table: &str,
+        rows: Vec<Vec<u8>>,
+    ) -> Result<(), BigQueryError> {
+        if !writers.contains_key(table) {
+            let spec = TableSpec {
+                name: table.to_string(),
+                partitioned: false,
+                partition_expiration_days: None,
+                description:
+                    "CloudFront log lines cf2bq could not parse, with object, line and reason"
+                        .into(),
+            };
+            self.bq
+                .ensure_table_with_schema(&spec, crate::quarantine::table_schema())
+                .await?;
+            let stream = self
+                .bq
+                .write_api()
+                .create_pending_stream(&self.bq.table_path(table))
+                .await?;
+            let writer = self
+                .bq
+                .write_api()
+                .writer_with(stream, crate::quarantine::proto_descriptor());
+            writers.insert(table.to_string(), writer);
+        }
+        writers
+            .get_mut(table)
+            .expect("inserted above")
+            .append(rows)
+            .await
     }
 
     /// Makes sure `table` exists (creating it with the full schema) and opens a PENDING stream.

@@ -1,8 +1,15 @@
 //! Rejected lines, kept with their object, line number, reason and exact bytes, so that none
-//! is silently lost. Written as JSON lines to S3, in parts of bounded size, under names
-//! derived from the source object: a retry rewrites the same parts instead of adding more.
+//! is silently lost. Two targets:
+//! * `s3://bucket/prefix/`: JSON lines, in parts of bounded size, under names derived from
+//!   the source object: a retry rewrites the same parts instead of adding more;
+//! * `bq:<table>`: rows of a quarantine table, written through a PENDING stream that is part
+//!   of the object's commit plan, so rejected lines are recorded exactly once as well.
 
 use base64::Engine;
+use gcp_bigquery_client::model::{
+    field_type::FieldType, table_field_schema::TableFieldSchema, table_schema::TableSchema,
+};
+use prost_types::{field_descriptor_proto, DescriptorProto, FieldDescriptorProto};
 
 use crate::bigquery::auth::aws_error;
 use crate::transform::RejectedLine;
@@ -12,7 +19,7 @@ const PART_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
-    #[error("CF2BQ_QUARANTINE={0:?}: expected s3://bucket/prefix")]
+    #[error("CF2BQ_QUARANTINE={0:?}: expected s3://bucket/prefix/ or bq:<table>")]
     BadTarget(String),
     #[error("writing quarantine part s3://{bucket}/{key}: {detail}")]
     Write {
@@ -24,25 +31,130 @@ pub enum QuarantineError {
 
 /// Where rejected lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineTarget {
-    pub bucket: String,
-    pub prefix: String,
+pub enum QuarantineTarget {
+    S3 { bucket: String, prefix: String },
+    Table(String),
 }
 
 impl QuarantineTarget {
     pub fn parse(target: &str) -> Result<Self, QuarantineError> {
-        let rest = target
-            .strip_prefix("s3://")
-            .ok_or_else(|| QuarantineError::BadTarget(target.to_string()))?;
+        let bad = || QuarantineError::BadTarget(target.to_string());
+        if let Some(table) = target.strip_prefix("bq:") {
+            let valid = !table.is_empty()
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            return if valid {
+                Ok(QuarantineTarget::Table(table.to_string()))
+            } else {
+                Err(bad())
+            };
+        }
+        let rest = target.strip_prefix("s3://").ok_or_else(bad)?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(QuarantineError::BadTarget(target.to_string()));
+            return Err(bad());
         }
-        Ok(QuarantineTarget {
+        Ok(QuarantineTarget::S3 {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         })
     }
+}
+
+/// Columns of a quarantine table: (name, BigQuery type, protobuf type).
+const TABLE_COLUMNS: [(&str, FieldType, field_descriptor_proto::Type); 7] = [
+    (
+        "source_object",
+        FieldType::String,
+        field_descriptor_proto::Type::String,
+    ),
+    (
+        "source_line",
+        FieldType::Integer,
+        field_descriptor_proto::Type::Int64,
+    ),
+    (
+        "reason_code",
+        FieldType::String,
+        field_descriptor_proto::Type::String,
+    ),
+    (
+        "reason",
+        FieldType::String,
+        field_descriptor_proto::Type::String,
+    ),
+    (
+        "raw",
+        FieldType::String,
+        field_descriptor_proto::Type::String,
+    ),
+    (
+        "raw_base64",
+        FieldType::String,
+        field_descriptor_proto::Type::String,
+    ),
+    (
+        "ingest_time",
+        FieldType::Timestamp,
+        field_descriptor_proto::Type::Int64,
+    ),
+];
+
+/// The quarantine table's schema.
+pub fn table_schema() -> TableSchema {
+    TableSchema::new(
+        TABLE_COLUMNS
+            .iter()
+            .map(|(name, kind, _)| TableFieldSchema::new(name, kind.clone()))
+            .collect(),
+    )
+}
+
+/// The quarantine table's Storage Write descriptor.
+pub fn proto_descriptor() -> DescriptorProto {
+    DescriptorProto {
+        name: Some("RejectedLine".into()),
+        field: TABLE_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, kind))| FieldDescriptorProto {
+                name: Some(name.to_string()),
+                number: Some(i as i32 + 1),
+                label: Some(field_descriptor_proto::Label::Optional as i32),
+                r#type: Some(*kind as i32),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// One rejected line as a quarantine-table row (protobuf, fields as in `TABLE_COLUMNS`).
+pub fn encode_row(object_uri: &str, line: &RejectedLine, ingest_micros: i64) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(line.raw.len() * 2 + 200);
+    let text = |tag: u32, s: &str, out: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(s.len() as u64, out);
+        out.extend_from_slice(s.as_bytes());
+    };
+    let int = |tag: u32, v: i64, out: &mut Vec<u8>| {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(v as u64, out);
+    };
+    text(1, object_uri, &mut out);
+    int(2, line.line_no as i64, &mut out);
+    text(3, line.reason_code, &mut out);
+    text(4, &line.reason, &mut out);
+    text(5, &String::from_utf8_lossy(&line.raw), &mut out);
+    text(
+        6,
+        &base64::engine::general_purpose::STANDARD.encode(&line.raw),
+        &mut out,
+    );
+    int(7, ingest_micros, &mut out);
+    out
 }
 
 /// One JSON line of the quarantine.
@@ -60,7 +172,7 @@ pub fn record(object_uri: &str, line: &RejectedLine) -> serde_json::Value {
 /// Collects one object's rejected lines and writes them out in parts.
 pub struct QuarantineWriter {
     s3: aws_sdk_s3::Client,
-    target: QuarantineTarget,
+    bucket: String,
     object_uri: String,
     /// Key stem for this object's parts: `<prefix><bucket>/<key>.<version>`.
     stem: String,
@@ -72,20 +184,16 @@ pub struct QuarantineWriter {
 impl QuarantineWriter {
     pub fn new(
         s3: aws_sdk_s3::Client,
-        target: QuarantineTarget,
+        bucket: &str,
+        prefix: &str,
         object_uri: &str,
         version: &str,
     ) -> Self {
         let path = object_uri.split_once("://").map_or(object_uri, |(_, p)| p);
-        let stem = format!(
-            "{}{}.{}",
-            target.prefix,
-            path.trim_start_matches('/'),
-            version
-        );
+        let stem = format!("{prefix}{}.{version}", path.trim_start_matches('/'));
         QuarantineWriter {
             s3,
-            target,
+            bucket: bucket.to_string(),
             object_uri: object_uri.to_string(),
             stem,
             buffer: Vec::new(),
@@ -119,19 +227,18 @@ impl QuarantineWriter {
         let body = std::mem::take(&mut self.buffer);
         self.s3
             .put_object()
-            .bucket(&self.target.bucket)
+            .bucket(&self.bucket)
             .key(&key)
             .content_type("application/x-ndjson")
             .body(body.into())
             .send()
             .await
             .map_err(|e| QuarantineError::Write {
-                bucket: self.target.bucket.clone(),
+                bucket: self.bucket.clone(),
                 key: key.clone(),
                 detail: aws_error(&e),
             })?;
-        self.parts
-            .push(format!("s3://{}/{}", self.target.bucket, key));
+        self.parts.push(format!("s3://{}/{}", self.bucket, key));
         Ok(())
     }
 }
@@ -142,9 +249,18 @@ mod tests {
 
     #[test]
     fn targets_and_records() {
-        let t = QuarantineTarget::parse("s3://b/q/").unwrap();
-        assert_eq!((t.bucket.as_str(), t.prefix.as_str()), ("b", "q/"));
-        assert!(QuarantineTarget::parse("bq:table").is_err());
+        let s3 = QuarantineTarget::S3 {
+            bucket: "b".into(),
+            prefix: "q/".into(),
+        };
+        assert_eq!(QuarantineTarget::parse("s3://b/q/").unwrap(), s3);
+        assert_eq!(
+            QuarantineTarget::parse("bq:cf2bq_quarantine").unwrap(),
+            QuarantineTarget::Table("cf2bq_quarantine".into())
+        );
+        assert!(QuarantineTarget::parse("bq:").is_err());
+        assert!(QuarantineTarget::parse("bq:a.b").is_err());
+        assert!(QuarantineTarget::parse("/tmp/q").is_err());
         let line = RejectedLine {
             line_no: 7,
             reason_code: "column_count",

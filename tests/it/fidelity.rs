@@ -432,3 +432,54 @@ async fn whole_object_failures_name_the_object_and_commit_nothing() {
         .unwrap();
     assert_eq!(report.outcome, Outcome::Empty);
 }
+
+/// With a BigQuery quarantine table, rejected lines are rows of it, committed with the
+/// object's log rows: exactly once, whatever the redeliveries.
+#[tokio::test]
+async fn quarantined_lines_can_go_to_a_bigquery_table_exactly_once() {
+    let h = Harness::with(
+        "quarantine_table",
+        &[("CF2BQ_QUARANTINE", "bq:cf2bq_quarantine")],
+    )
+    .await;
+    let bucket = h.bucket("logs").await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-01-10-10.badtime1.gz";
+    h.put(
+        &bucket,
+        key,
+        std::fs::read(corpus("bad-time.log.gz")).unwrap(),
+    )
+    .await;
+    let uri = format!("s3://{bucket}/{key}");
+    let ingestor = h.ingestor().await;
+    let report = ingestor.ingest(&LogObject::parse(&uri)).await.unwrap();
+    assert_eq!((report.data_lines, report.rows, report.rejected), (3, 2, 1));
+    assert_eq!(
+        report.quarantine,
+        vec!["bq:cf2bq_quarantine (1 rows)".to_string()]
+    );
+    assert!(
+        !report.tables.contains_key("cf2bq_quarantine"),
+        "the report lists log tables only"
+    );
+
+    let again = ingestor.ingest(&LogObject::parse(&uri)).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyDone);
+    let rows = h
+        .query("SELECT source_object, source_line, reason_code, reason, SUBSTR(raw, 1, 20) FROM `{ds}.cf2bq_quarantine`")
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some(uri.clone()),
+            Some("4".into()),
+            Some("bad_value".into()),
+            Some("time: `24:00:00` is not a valid time (HH:MM:SS)".into()),
+            Some("2026-01-10\t24:00:00\t".into()),
+        ]]
+    );
+    assert_eq!(
+        h.count("cloudfront_20260110").await + h.count("cloudfront_20260109").await,
+        2
+    );
+}

@@ -42,7 +42,8 @@ impl BatchSink for EncodingSink {
     fn batch(&mut self, table: &str, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
         let offset = self.offsets.entry(table.to_string()).or_default();
         let count = rows.len() as i64;
-        let request = append_request(table, *offset, rows, *offset == 0);
+        let schema = (*offset == 0).then(shared::bigquery::schema::proto_descriptor);
+        let request = append_request(table, *offset, rows, schema.as_ref());
         *offset += count;
         self.request_bytes += request.encode_to_vec().len() as u64;
         self.requests += 1;

@@ -90,10 +90,19 @@ impl BigQuery {
     /// Creates the table with the full schema unless it exists. Safe to race: a concurrent
     /// creator's 409 counts as "existed".
     pub async fn ensure_table(&self, spec: &TableSpec) -> Result<TableStatus, BigQueryError> {
+        self.ensure_table_with_schema(spec, table_schema()).await
+    }
+
+    /// [`ensure_table`](Self::ensure_table) for a table of another schema (the quarantine).
+    pub async fn ensure_table_with_schema(
+        &self,
+        spec: &TableSpec,
+        schema: gcp_bigquery_client::model::table_schema::TableSchema,
+    ) -> Result<TableStatus, BigQueryError> {
         if self.get_table(&spec.name).await?.is_some() {
             return Ok(TableStatus::Existed);
         }
-        let mut table = Table::new(&self.project, &self.dataset, &spec.name, table_schema())
+        let mut table = Table::new(&self.project, &self.dataset, &spec.name, schema)
             .description(&spec.description)
             .label("managed-by", "cf2bq")
             .label("source", "cloudfront-access-logs");

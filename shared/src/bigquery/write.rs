@@ -18,6 +18,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Streaming;
 
+use prost_types::DescriptorProto;
+
 use super::schema::proto_descriptor;
 use super::BigQueryError;
 
@@ -123,10 +125,16 @@ impl WriteApi {
         }
     }
 
-    /// A writer appending to `stream` from offset 0; it connects on the first append.
+    /// A writer of log rows appending to `stream` from offset 0; it connects on the first append.
     pub fn writer(&self, stream: String) -> StreamWriter {
+        self.writer_with(stream, proto_descriptor())
+    }
+
+    /// A writer of rows described by `descriptor` (e.g. the quarantine table's).
+    pub fn writer_with(&self, stream: String, descriptor: DescriptorProto) -> StreamWriter {
         StreamWriter {
             api: self.clone(),
+            descriptor,
             stream,
             connection: None,
             next_offset: 0,
@@ -219,7 +227,7 @@ pub fn append_request(
     stream: &str,
     offset: i64,
     rows: Vec<Vec<u8>>,
-    with_schema: bool,
+    schema: Option<&DescriptorProto>,
 ) -> AppendRowsRequest {
     AppendRowsRequest {
         // Sent on every request (only required on the first) so any server can route it.
@@ -227,8 +235,8 @@ pub fn append_request(
         offset: Some(offset),
         rows: Some(append_rows_request::Rows::ProtoRows(
             append_rows_request::ProtoData {
-                writer_schema: with_schema.then(|| ProtoSchema {
-                    proto_descriptor: Some(proto_descriptor()),
+                writer_schema: schema.map(|d| ProtoSchema {
+                    proto_descriptor: Some(d.clone()),
                 }),
                 rows: Some(ProtoRows {
                     serialized_rows: rows,
@@ -248,6 +256,7 @@ struct Connection {
 /// window of requests in flight.
 pub struct StreamWriter {
     api: WriteApi,
+    descriptor: DescriptorProto,
     stream: String,
     connection: Option<Connection>,
     next_offset: i64,
@@ -269,7 +278,12 @@ impl StreamWriter {
     pub async fn append(&mut self, rows: Vec<Vec<u8>>) -> Result<(), BigQueryError> {
         let count = rows.len() as i64;
         let first = self.connection.is_none();
-        let request = append_request(&self.stream, self.next_offset, rows, first);
+        let request = append_request(
+            &self.stream,
+            self.next_offset,
+            rows,
+            first.then_some(&self.descriptor),
+        );
         if first {
             self.open_connection(request).await?;
         } else {
