@@ -9,15 +9,30 @@ use crate::cloudfront::{Row, Value};
 /// Encodes rows of one object. Lineage values are fixed per object.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
-    source_object: String,
-    ingest_micros: i64,
+    /// The two per-object columns, encoded once (tag, length and bytes).
+    source_object: Vec<u8>,
+    ingest_time: Vec<u8>,
 }
 
 impl RowEncoder {
     pub fn new(source_object: impl Into<String>, ingest_micros: i64) -> Self {
+        let tag_of = |wanted: Source| {
+            columns()
+                .iter()
+                .position(|c| c.source == wanted)
+                .expect("lineage columns exist") as u32
+                + 1
+        };
+        let (mut source_object_field, mut ingest_time) = (Vec::new(), Vec::new());
+        put_str(
+            tag_of(Source::SourceObject),
+            &source_object.into(),
+            &mut source_object_field,
+        );
+        put_int(tag_of(Source::IngestTime), ingest_micros, &mut ingest_time);
         RowEncoder {
-            source_object: source_object.into(),
-            ingest_micros,
+            source_object: source_object_field,
+            ingest_time,
         }
     }
 
@@ -47,9 +62,9 @@ impl RowEncoder {
                         put_str(tag, json, out)
                     }
                 }
-                Source::SourceObject => put_str(tag, &self.source_object, out),
+                Source::SourceObject => out.extend_from_slice(&self.source_object),
                 Source::SourceLine => put_int(tag, line_no as i64, out),
-                Source::IngestTime => put_int(tag, self.ingest_micros, out),
+                Source::IngestTime => out.extend_from_slice(&self.ingest_time),
             }
         }
     }

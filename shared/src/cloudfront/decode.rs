@@ -28,36 +28,34 @@ pub enum Decoded {
     TwoLayers,
 }
 
+/// Buffers reused between calls so decoding does not allocate.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    first: Vec<u8>,
+    second: Vec<u8>,
+}
+
 /// Decodes `value` by `encoding`, appending the result to `out` unless it is unchanged.
-/// `tmp` is a scratch buffer reused between calls so decoding does not allocate.
-pub fn decode(value: &str, encoding: Encoding, out: &mut String, tmp: &mut Vec<u8>) -> Decoded {
+pub fn decode(value: &str, encoding: Encoding, out: &mut String, scratch: &mut Scratch) -> Decoded {
     if !has_escape(value.as_bytes()) {
         return Decoded::Unchanged;
     }
-    tmp.clear();
-    percent_decode_into(value.as_bytes(), tmp);
-    if std::str::from_utf8(tmp).is_err() {
+    let Scratch { first, second } = scratch;
+    first.clear();
+    percent_decode_into(value.as_bytes(), first);
+    let Ok(first_text) = std::str::from_utf8(first) else {
         return Decoded::Unchanged;
-    }
-    let second_layer = encoding == Encoding::UpToTwoLayers && has_escape(tmp);
-    if second_layer {
-        let start = out.len();
-        let mut bytes = std::mem::take(out).into_bytes();
-        percent_decode_into(tmp, &mut bytes);
-        match String::from_utf8(bytes) {
-            Ok(s) => {
-                *out = s;
-                return Decoded::TwoLayers;
-            }
-            Err(e) => {
-                // The second layer produced invalid UTF-8: stop after one layer.
-                let mut bytes = e.into_bytes();
-                bytes.truncate(start);
-                *out = String::from_utf8(bytes).expect("prefix was valid UTF-8");
-            }
+    };
+    if encoding == Encoding::UpToTwoLayers && has_escape(first) {
+        second.clear();
+        percent_decode_into(first, second);
+        if let Ok(text) = std::str::from_utf8(second) {
+            out.push_str(text);
+            return Decoded::TwoLayers;
         }
+        // The second layer would be invalid UTF-8: stop after one layer.
     }
-    out.push_str(std::str::from_utf8(tmp).expect("checked above"));
+    out.push_str(first_text);
     Decoded::OneLayer
 }
 
@@ -112,8 +110,7 @@ mod tests {
 
     fn run(value: &str, encoding: Encoding) -> (String, Decoded) {
         let mut out = String::from("prefix|");
-        let mut tmp = Vec::new();
-        let d = decode(value, encoding, &mut out, &mut tmp);
+        let d = decode(value, encoding, &mut out, &mut Scratch::default());
         let decoded = match d {
             Decoded::Unchanged => value.to_string(),
             _ => out["prefix|".len()..].to_string(),

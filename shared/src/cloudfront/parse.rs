@@ -6,7 +6,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::decode::{decode, Decoded};
+use super::decode::{decode, Decoded, Scratch};
 use super::fields::{field_id, FieldId, FieldKind, DATE, LOG_FIELDS, TIME};
 
 /// What each column of a file holds, from its `#Fields` line.
@@ -133,7 +133,7 @@ pub struct LineParser {
     header: Header,
     slots: Vec<Slot>,
     scratch: String,
-    tmp: Vec<u8>,
+    tmp: Scratch,
     /// JSON object of unknown fields of the current line.
     extra: String,
     /// JSON object of raw values whose decoding was ambiguous.
@@ -146,7 +146,7 @@ impl LineParser {
             header,
             slots: vec![Slot::Null; LOG_FIELDS.len()],
             scratch: String::new(),
-            tmp: Vec::new(),
+            tmp: Scratch::default(),
             extra: String::new(),
             raw: String::new(),
         }
@@ -242,6 +242,12 @@ fn push_json_member(json: &mut String, name: &str, value: Option<&str>) {
 fn push_json_string(json: &mut String, s: &str) {
     use std::fmt::Write;
     json.push('"');
+    // Log values are URL-encoded, so escaping is almost never needed: copy them whole.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        json.push_str(s);
+        json.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => json.push_str("\\\""),
@@ -261,7 +267,7 @@ fn parse_field(
     text: &str,
     offset: usize,
     scratch: &mut String,
-    tmp: &mut Vec<u8>,
+    tmp: &mut Scratch,
 ) -> Result<(Slot, Decoded), LineError> {
     let field = &LOG_FIELDS[id];
     if text == "-" || text.is_empty() {
