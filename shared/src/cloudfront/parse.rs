@@ -171,8 +171,10 @@ impl LineParser {
         let mut found = 0;
         let mut start = 0;
         let bytes = line.as_bytes();
+        // One vectorised pass finds every TAB; the line's end closes the last field.
+        let mut tabs = memchr::memchr_iter(b'\t', bytes);
         loop {
-            let end = memchr::memchr(b'\t', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+            let end = tabs.next().unwrap_or(bytes.len());
             if found < expected {
                 let column = &self.header.columns[found];
                 let text = &line[start..end];
