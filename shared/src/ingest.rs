@@ -470,22 +470,15 @@ impl Ingestor {
         table: &str,
         ingest_micros: i64,
     ) -> Result<u64, BigQueryError> {
-        if self.bq.get_table(table).await?.is_none() {
+        let Some(sql) = self
+            .object_rows_sql(table, "SELECT COUNT(*) FROM", "=")
+            .await?
+        else {
             return Ok(0);
-        }
-        let sql = format!(
-            "SELECT COUNT(*) FROM `{}.{}.{}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) = @ingest",
-            self.bq.project, self.bq.dataset, table
-        );
+        };
         let rows = self
             .bq
-            .query_with(
-                &sql,
-                &[
-                    ("object", "STRING", uri.to_string()),
-                    ("ingest", "INT64", ingest_micros.to_string()),
-                ],
-            )
+            .query_with(&sql, &object_params(uri, ingest_micros))
             .await?;
         Ok(rows
             .first()
@@ -502,22 +495,29 @@ impl Ingestor {
         table: &str,
         ingest_micros: i64,
     ) -> Result<u64, BigQueryError> {
-        if self.bq.get_table(table).await?.is_none() {
+        let Some(sql) = self.object_rows_sql(table, "DELETE FROM", "<").await? else {
             return Ok(0);
-        }
-        let sql = format!(
-            "DELETE FROM `{}.{}.{}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) < @ingest",
-            self.bq.project, self.bq.dataset, table
-        );
+        };
         self.bq
-            .execute_dml(
-                &sql,
-                &[
-                    ("object", "STRING", uri.to_string()),
-                    ("ingest", "INT64", ingest_micros.to_string()),
-                ],
-            )
+            .execute_dml(&sql, &object_params(uri, ingest_micros))
             .await
+    }
+
+    /// `<verb> table WHERE` the rows are `@object`'s and their ingest time `<op> @ingest`;
+    /// `None` when the table does not exist (nothing of the object can be in it).
+    async fn object_rows_sql(
+        &self,
+        table: &str,
+        verb: &str,
+        op: &str,
+    ) -> Result<Option<String>, BigQueryError> {
+        if self.bq.get_table(table).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{verb} `{}.{}.{table}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) {op} @ingest",
+            self.bq.project, self.bq.dataset
+        )))
     }
 
     /// Steps 1–3 and finalize: reads the whole object into finalized, uncommitted streams.
@@ -868,6 +868,14 @@ impl BatchSink for ChannelSink {
             .blocking_send(Produced::Rejected(line))
             .map_err(|_| Stopped)
     }
+}
+
+/// Query parameters naming one attempt's rows of one object.
+fn object_params(uri: &str, ingest_micros: i64) -> [(&'static str, &'static str, String); 2] {
+    [
+        ("object", "STRING", uri.to_string()),
+        ("ingest", "INT64", ingest_micros.to_string()),
+    ]
 }
 
 pub fn now_micros() -> i64 {

@@ -9,7 +9,7 @@ use base64::Engine;
 use gcp_bigquery_client::model::{
     field_type::FieldType, table_field_schema::TableFieldSchema, table_schema::TableSchema,
 };
-use prost_types::{field_descriptor_proto, DescriptorProto, FieldDescriptorProto};
+use prost_types::{field_descriptor_proto, DescriptorProto};
 
 use crate::bigquery::auth::aws_error;
 use crate::transform::RejectedLine;
@@ -113,47 +113,27 @@ pub fn table_schema() -> TableSchema {
 
 /// The quarantine table's Storage Write descriptor.
 pub fn proto_descriptor() -> DescriptorProto {
-    DescriptorProto {
-        name: Some("RejectedLine".into()),
-        field: TABLE_COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _, kind))| FieldDescriptorProto {
-                name: Some(name.to_string()),
-                number: Some(i as i32 + 1),
-                label: Some(field_descriptor_proto::Label::Optional as i32),
-                r#type: Some(*kind as i32),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+    crate::bigquery::schema::descriptor(
+        "RejectedLine",
+        TABLE_COLUMNS.iter().map(|(name, _, kind)| (*name, *kind)),
+    )
 }
 
 /// One rejected line as a quarantine-table row (protobuf, fields as in `TABLE_COLUMNS`).
 pub fn encode_row(object_uri: &str, line: &RejectedLine, ingest_micros: i64) -> Vec<u8> {
-    use prost::encoding::{encode_key, encode_varint, WireType};
+    use crate::bigquery::encode::{put_int, put_str};
     let mut out = Vec::with_capacity(line.raw.len() * 2 + 200);
-    let text = |tag: u32, s: &str, out: &mut Vec<u8>| {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(s.len() as u64, out);
-        out.extend_from_slice(s.as_bytes());
-    };
-    let int = |tag: u32, v: i64, out: &mut Vec<u8>| {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(v as u64, out);
-    };
-    text(1, object_uri, &mut out);
-    int(2, line.line_no as i64, &mut out);
-    text(3, line.reason_code, &mut out);
-    text(4, &line.reason, &mut out);
-    text(5, &String::from_utf8_lossy(&line.raw), &mut out);
-    text(
+    put_str(1, object_uri, &mut out);
+    put_int(2, line.line_no as i64, &mut out);
+    put_str(3, line.reason_code, &mut out);
+    put_str(4, &line.reason, &mut out);
+    put_str(5, &String::from_utf8_lossy(&line.raw), &mut out);
+    put_str(
         6,
         &base64::engine::general_purpose::STANDARD.encode(&line.raw),
         &mut out,
     );
-    int(7, ingest_micros, &mut out);
+    put_int(7, ingest_micros, &mut out);
     out
 }
 

@@ -70,14 +70,14 @@ impl RowEncoder {
     }
 }
 
-fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
+pub(crate) fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, out);
     encode_varint(s.len() as u64, out);
     out.extend_from_slice(s.as_bytes());
 }
 
 /// Varint of the two's-complement value: how protobuf encodes int32 and int64 alike.
-fn put_int(tag: u32, v: i64, out: &mut Vec<u8>) {
+pub(crate) fn put_int(tag: u32, v: i64, out: &mut Vec<u8>) {
     encode_key(tag, WireType::Varint, out);
     encode_varint(v as u64, out);
 }

@@ -157,16 +157,28 @@ pub fn table_schema() -> TableSchema {
 
 /// The Storage Write writer schema: field number = column position + 1.
 pub fn proto_descriptor() -> DescriptorProto {
-    DescriptorProto {
-        name: Some("CloudFrontLogRow".to_string()),
-        field: columns()
+    descriptor(
+        "CloudFrontLogRow",
+        columns()
             .iter()
+            .map(|c| (c.name, c.column_type.proto_type())),
+    )
+}
+
+/// A flat proto2 message of optional fields numbered from 1, as Storage Write expects.
+pub(crate) fn descriptor<'a>(
+    name: &str,
+    fields: impl Iterator<Item = (&'a str, field_descriptor_proto::Type)>,
+) -> DescriptorProto {
+    DescriptorProto {
+        name: Some(name.to_string()),
+        field: fields
             .enumerate()
-            .map(|(i, c)| FieldDescriptorProto {
-                name: Some(c.name.to_string()),
+            .map(|(i, (name, kind))| FieldDescriptorProto {
+                name: Some(name.to_string()),
                 number: Some(i as i32 + 1),
                 label: Some(field_descriptor_proto::Label::Optional as i32),
-                r#type: Some(c.column_type.proto_type() as i32),
+                r#type: Some(kind as i32),
                 ..Default::default()
             })
             .collect(),
