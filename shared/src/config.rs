@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::route::Layout;
 
+/// Default size of one AppendRows request: large enough to amortise each round trip, small
+/// enough that the requests in flight keep an ingest under 64 MiB.
+pub const DEFAULT_BATCH_BYTES: usize = 2 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} is required but not set")]
@@ -123,7 +127,7 @@ impl Config {
             create_ahead_days: number(&get, "CF2BQ_CREATE_AHEAD_DAYS")?.unwrap_or(1),
             lookback_days: number(&get, "CF2BQ_LOOKBACK_DAYS")?.unwrap_or(7),
             stale_hours: number(&get, "CF2BQ_STALE_HOURS")?.unwrap_or(3),
-            batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(4 << 20),
+            batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(DEFAULT_BATCH_BYTES),
             max_line_bytes: number(&get, "CF2BQ_MAX_LINE_BYTES")?
                 .unwrap_or(crate::cloudfront::DEFAULT_MAX_LINE_BYTES),
         })
@@ -176,7 +180,7 @@ mod tests {
             }
         );
         assert_eq!(c.bigquery.auth, BigQueryAuth::None);
-        assert_eq!(c.batch_bytes, 4 << 20);
+        assert_eq!(c.batch_bytes, DEFAULT_BATCH_BYTES);
         assert!(matches!(
             config(&[base[0], base[2]]),
             Err(ConfigError::Missing("CF2BQ_BQ_DATASET"))

@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> CliResult {
         layout: Layout::Sharded {
             prefix: "cloudfront_".into(),
         },
-        batch_bytes: 4 << 20,
+        batch_bytes: shared::config::DEFAULT_BATCH_BYTES,
         max_line_bytes: shared::cloudfront::DEFAULT_MAX_LINE_BYTES,
     };
     let encoder = RowEncoder::new(
