@@ -52,6 +52,30 @@ impl BigQueryError {
     }
 }
 
+/// Runs a REST call again when it failed without an HTTP answer (a dropped or reset
+/// connection, as pooled connections to any endpoint sometimes are). Only for calls whose
+/// repetition is harmless: reads, queries that count or delete an object's older rows, and
+/// creations whose repeat answers 409.
+pub(crate) async fn retry_transport<T, F, Fut>(call: &str, mut attempt: F) -> Result<T, BQError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BQError>>,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(BQError::RequestError(e)) if tries < 4 => {
+                tracing::warn!(call, error = %e, tries, "BigQuery REST call failed in transport; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// HTTP status of a REST error, if it was one.
 pub(crate) fn http_status(e: &BQError) -> Option<i64> {
     match e {
@@ -178,12 +202,11 @@ impl BigQuery {
                     .collect(),
             );
         }
-        let response = self
-            .rest
-            .job()
-            .query(&self.project, request)
-            .await
-            .map_err(|e| BigQueryError::rest(format!("query `{sql}`"), e))?;
+        let response = retry_transport("jobs.query", || {
+            self.rest.job().query(&self.project, request.clone())
+        })
+        .await
+        .map_err(|e| BigQueryError::rest(format!("query `{sql}`"), e))?;
         if response.job_complete == Some(false) {
             return Err(BigQueryError::Rest {
                 call: format!("query `{sql}`"),

@@ -9,7 +9,7 @@ use gcp_bigquery_client::model::{
 use gcp_bigquery_client::table::ListOptions;
 
 use super::schema::{columns, table_schema};
-use super::{http_status, BigQuery, BigQueryError};
+use super::{http_status, retry_transport, BigQuery, BigQueryError};
 use crate::route::Layout;
 
 /// What a log table should look like.
@@ -75,12 +75,12 @@ impl BigQuery {
 
     /// The table's metadata, or `None` when it does not exist.
     pub async fn get_table(&self, table: &str) -> Result<Option<Table>, BigQueryError> {
-        match self
-            .rest
-            .table()
-            .get(&self.project, &self.dataset, table, None)
-            .await
-        {
+        let get = || {
+            self.rest
+                .table()
+                .get(&self.project, &self.dataset, table, None)
+        };
+        match retry_transport("tables.get", get).await {
             Ok(t) => Ok(Some(t)),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(BigQueryError::rest(format!("tables.get {table}"), e)),
@@ -120,7 +120,7 @@ impl BigQuery {
                     fields: Some(vec!["x_host_header".into(), "sc_status".into()]),
                 });
         }
-        match self.rest.table().create(table).await {
+        match retry_transport("tables.insert", || self.rest.table().create(table.clone())).await {
             Ok(_) => Ok(TableStatus::Created),
             Err(e) if http_status(&e) == Some(409) => Ok(TableStatus::Existed),
             Err(e) => Err(BigQueryError::rest(
@@ -169,14 +169,16 @@ impl BigQuery {
         let mut names = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
-            let mut options = ListOptions::default().max_results(1000);
-            if let Some(token) = page_token.take() {
-                options = options.page_token(token);
-            }
-            let page: TableList = self
-                .rest
-                .table()
-                .list(&self.project, &self.dataset, options)
+            let list = || {
+                let mut options = ListOptions::default().max_results(1000);
+                if let Some(token) = &page_token {
+                    options = options.page_token(token.clone());
+                }
+                self.rest
+                    .table()
+                    .list(&self.project, &self.dataset, options)
+            };
+            let page: TableList = retry_transport("tables.list", list)
                 .await
                 .map_err(|e| BigQueryError::rest("tables.list", e))?;
             names.extend(
