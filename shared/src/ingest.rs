@@ -14,7 +14,7 @@
 //! a redelivered or concurrently delivered object is written exactly once.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -293,6 +293,8 @@ impl Ingestor {
             .await
             .map_err(ledger_error)?;
         fault_point("after_claim");
+        // Only a resumed plan can have tables committed by the attempt that died.
+        let resuming = matches!(claim, Claim::Resume(_));
         let plan = match claim {
             Claim::Done(report) => {
                 tracing::info!("already ingested: redelivery skipped");
@@ -355,7 +357,9 @@ impl Ingestor {
                 plan
             }
         };
-        let report = self.finish(uri, plan, Some((ledger, &id, &owner))).await?;
+        let report = self
+            .finish(uri, plan, resuming, Some((ledger, &id, &owner)))
+            .await?;
         ledger
             .done(
                 &id,
@@ -382,7 +386,7 @@ impl Ingestor {
             report: serde_json::to_value(&staged.report).expect("reports serialize"),
             ..Default::default()
         };
-        self.finish(uri, plan, None).await
+        self.finish(uri, plan, false, None).await
     }
 
     /// Commits every table of `plan` not yet known committed, recording progress after each,
@@ -391,6 +395,7 @@ impl Ingestor {
         &self,
         uri: &str,
         mut plan: CommitPlan,
+        resuming: bool,
         ledger: Option<(&Ledger, &str, &str)>,
     ) -> Result<ObjectReport, IngestError> {
         let bq_error = |source| IngestError::BigQuery {
@@ -405,11 +410,15 @@ impl Ingestor {
             .collect();
         for (table, stream) in pending {
             let expected = plan.rows.get(&table).copied().unwrap_or(0);
-            // Did an earlier attempt commit this table before dying? The rows say so.
-            let present = self
-                .attempt_rows(uri, &table, plan.ingest_micros)
-                .await
-                .map_err(bq_error)?;
+            // Resuming: did the attempt that died commit this table? The rows say so.
+            // A first attempt has committed nothing, so it skips the query.
+            let present = if resuming {
+                self.attempt_rows(uri, &table, plan.ingest_micros)
+                    .await
+                    .map_err(bq_error)?
+            } else {
+                0
+            };
             if present == 0 {
                 self.bq
                     .write_api()
@@ -884,6 +893,3 @@ pub fn now_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
-
-/// Shared handle used by the Lambda and the CLI.
-pub type SharedIngestor = Arc<Ingestor>;
