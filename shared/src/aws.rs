@@ -1,8 +1,25 @@
 //! AWS SDK clients, configured once from the environment.
 
-/// Loads the shared AWS configuration (region, credentials, `AWS_ENDPOINT_URL`).
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+
+/// Loads the shared AWS configuration (region, credentials, `AWS_ENDPOINT_URL`), with
+/// bounded attempts: a stalled connection fails and is retried instead of hanging the
+/// invocation, and throttling or a 5xx is retried a few more times than the SDK's default.
 pub async fn load() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(6))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// An S3 client. With an endpoint override (a local emulator) buckets are addressed by path,

@@ -57,6 +57,10 @@ pub struct Config {
     /// Target size of one AppendRows request (BigQuery's limit is 10 MB).
     pub batch_bytes: usize,
     pub max_line_bytes: usize,
+    /// No object starts with less than this left before the invocation's deadline.
+    pub deadline_reserve: Duration,
+    /// `ingest --poll-queue`: the deadline each simulated invocation gets (Lambda's timeout).
+    pub poll_invocation: Duration,
 }
 
 impl Config {
@@ -130,6 +134,12 @@ impl Config {
             batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(DEFAULT_BATCH_BYTES),
             max_line_bytes: number(&get, "CF2BQ_MAX_LINE_BYTES")?
                 .unwrap_or(crate::cloudfront::DEFAULT_MAX_LINE_BYTES),
+            deadline_reserve: Duration::from_secs(
+                number(&get, "CF2BQ_DEADLINE_RESERVE_SECONDS")?.unwrap_or(120),
+            ),
+            poll_invocation: Duration::from_secs(
+                number(&get, "CF2BQ_POLL_INVOCATION_SECONDS")?.unwrap_or(900),
+            ),
         })
     }
 }

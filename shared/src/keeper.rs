@@ -228,7 +228,7 @@ impl KeeperOptions {
 
 /// Today's UTC date in days since the epoch.
 pub fn today() -> i32 {
-    (crate::ingest::now_micros() / 86_400_000_000) as i32
+    (crate::clock::now_micros() / 86_400_000_000) as i32
 }
 
 /// Publishes the alert for `report` to `topic_arn` if it has problems; returns whether it did.

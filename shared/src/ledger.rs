@@ -1,33 +1,38 @@
 //! The exactly-once ledger: one DynamoDB item per object version, moved through
 //! CLAIMED → COMMITTING → DONE with conditional writes.
 //!
+//! * **Identity**: `s3://bucket/key#etag`, the same from every entry point (live events,
+//!   replay listings, the CLI): S3 events carry the ETag, listings carry it, and the CLI asks
+//!   HeadObject. A version id would differ between entry points (listings have none).
 //! * **CLAIMED** (with a lease): an invocation is reading and appending to PENDING streams.
 //!   Nothing is visible yet; if it dies, the lease expires and the next attempt starts over
 //!   (the dead attempt's streams are never committed, so BigQuery discards them).
 //! * **COMMITTING**: every stream is finalized and recorded here, with the attempt's
 //!   `ingest_time`, before the first commit. A retry after a crash in this state does not
-//!   re-read the object: it finishes committing the recorded streams. Whether a table was
-//!   committed before the crash is decided by the data itself (rows of this object stamped
-//!   with this attempt's `ingest_time`), not by error codes that differ between services.
+//!   re-read the object: it finishes committing the recorded streams.
 //! * **DONE**: rows per table and rejected lines. A redelivery is acknowledged without writing.
 //!
-//! A forced replay claims a DONE item again; after committing the new rows, the object's
-//! older rows are deleted, so the table converges to exactly one copy.
+//! A forced replay claims a DONE item again and records, in the same conditional write, which
+//! tables hold rows to replace (`replace_tables`). That intent stays on the item through any
+//! crash or lease expiry until the object is DONE again, so a later attempt (forced or not)
+//! still replaces instead of adding a second copy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::bigquery::auth::aws_error;
-use crate::event::ObjectRef;
+use crate::clock::now_secs;
+use crate::route::DaySpan;
 
 /// Ledger items outlive any realistic replay window, then expire (DynamoDB TTL).
 const RETENTION_DAYS: u64 = 400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// DynamoDB failed after the SDK's own retries (throttling, network): retry later.
     #[error("ledger table {table}: {detail}")]
     Dynamo { table: String, detail: String },
     #[error("ledger item {id} is malformed: {detail}")]
@@ -36,31 +41,60 @@ pub enum LedgerError {
     LostClaim { id: String },
 }
 
+impl crate::retry::Transient for LedgerError {
+    fn is_transient(&self) -> bool {
+        !matches!(self, LedgerError::Malformed { .. })
+    }
+}
+
+/// The ledger key of one object version.
+pub fn object_id(bucket: &str, key: &str, etag: &str) -> String {
+    format!("s3://{bucket}/{key}#{}", etag.trim_matches('"'))
+}
+
+/// Tables whose earlier rows of an object a forced replay replaces, with the dates those rows
+/// have (`None`: unknown, the whole table is searched).
+pub type Replace = BTreeMap<String, Option<DaySpan>>;
+
 /// What an attempt recorded before committing: enough to finish without re-reading.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitPlan {
-    /// The `ingest_time` (µs) stamped on every row of this attempt.
+    /// The `ingest_time` (µs) of the attempt that staged first: every row this plan commits
+    /// is stamped with it or later, every row it replaces earlier.
     pub ingest_micros: i64,
     /// Table → finalized PENDING stream.
     pub streams: BTreeMap<String, String>,
     /// Table → rows in its stream.
     pub rows: BTreeMap<String, u64>,
+    /// Table → the stamp of its rows, where a table was staged again after its stream expired.
+    #[serde(default)]
+    pub stamps: BTreeMap<String, i64>,
+    /// Table → the log dates of its rows (the partition filter for checks).
+    #[serde(default)]
+    pub days: BTreeMap<String, DaySpan>,
     /// Tables whose stream is known committed.
     pub committed: BTreeSet<String>,
-    /// A forced replay: after committing, delete the object's rows older than this attempt
-    /// from these tables.
-    pub replace_tables: Option<BTreeSet<String>>,
+    /// A forced replay: after committing, delete the object's older rows from these tables.
+    pub replace_tables: Option<Replace>,
     /// The attempt's report, returned when the object is done.
     pub report: serde_json::Value,
+}
+
+impl CommitPlan {
+    /// The `ingest_time` stamped on `table`'s rows.
+    pub fn stamp(&self, table: &str) -> i64 {
+        self.stamps
+            .get(table)
+            .copied()
+            .unwrap_or(self.ingest_micros)
+    }
 }
 
 /// The outcome of claiming an object.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// Ours to ingest. `replace_tables`: a forced replay of these previously loaded tables.
-    Fresh {
-        replace_tables: Option<BTreeSet<String>>,
-    },
+    Fresh { replace_tables: Option<Replace> },
     /// A previous attempt died while committing: finish its plan.
     Resume(CommitPlan),
     /// Already ingested: the report recorded then.
@@ -83,6 +117,8 @@ const CLAIMED: &str = "CLAIMED";
 const COMMITTING: &str = "COMMITTING";
 const DONE: &str = "DONE";
 
+type Item = HashMap<String, AttributeValue>;
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -91,9 +127,21 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn now_secs() -> i64 {
-    crate::ingest::now_micros() / 1_000_000
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
+
+fn number(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The SET clause every claim shares: ours, for one lease.
+const CLAIM_SET: &str = "SET #owner = :owner, lease_until = :until, \
+     attempts = if_not_exists(attempts, :zero) + :one, claimed_at = :now, expires_at = :expires";
 
 impl Ledger {
     pub fn new(
@@ -108,16 +156,6 @@ impl Ledger {
         }
     }
 
-    /// The ledger key of an object version: bucket, key and version id or ETag.
-    pub fn object_id(object: &ObjectRef) -> String {
-        let version = object
-            .version_id
-            .as_deref()
-            .or(object.etag.as_deref())
-            .unwrap_or("unversioned");
-        format!("s3://{}/{}#{}", object.bucket, object.key, version)
-    }
-
     fn error<E: std::error::Error + 'static>(&self, e: &E) -> LedgerError {
         LedgerError::Dynamo {
             table: self.table.clone(),
@@ -127,22 +165,108 @@ impl Ledger {
 
     /// Claims `id` for `owner`: a new object, an expired lease, or (with `force`) a DONE one.
     pub async fn claim(&self, id: &str, owner: &str, force: bool) -> Result<Claim, LedgerError> {
+        if force {
+            if let Some(item) = self.get(id).await? {
+                if text(&item, "status") == Some(DONE) {
+                    return self.claim_for_replacement(id, owner, &item).await;
+                }
+            }
+        }
+        self.claim_open(id, owner).await
+    }
+
+    /// A claim that takes a new object or an expired lease, never a DONE item.
+    async fn claim_open(&self, id: &str, owner: &str) -> Result<Claim, LedgerError> {
         let now = now_secs();
-        let condition = if force {
-            "attribute_not_exists(object_id) OR lease_until < :now"
-        } else {
-            "attribute_not_exists(object_id) OR (lease_until < :now AND #status <> :done)"
-        };
-        let mut request = self
-            .client
+        let result = self
+            .claim_request(id, owner, now)
+            .update_expression(format!(
+                "{CLAIM_SET}, #status = if_not_exists(#status, :claimed)"
+            ))
+            .condition_expression(
+                "attribute_not_exists(object_id) OR (lease_until < :now AND #status <> :done)",
+            )
+            .expression_attribute_values(":claimed", s(CLAIMED))
+            .expression_attribute_values(":done", s(DONE))
+            .send()
+            .await;
+        match result {
+            Ok(out) => self.claimed(id, &out.attributes.unwrap_or_default()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let item = match failed_item(e.err()) {
+                    Some(item) => item,
+                    None => self.get(id).await?.unwrap_or_default(),
+                };
+                self.refused(id, owner, now, &item)
+            }
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    /// A forced replay's claim of a DONE item: CLAIMED again, with the tables to replace
+    /// recorded in the same write. Conditional on the item being as read (optimistic).
+    async fn claim_for_replacement(
+        &self,
+        id: &str,
+        owner: &str,
+        item: &Item,
+    ) -> Result<Claim, LedgerError> {
+        let now = now_secs();
+        let mut replace = replace_of(id, item)?.unwrap_or_default();
+        let report = report_of(item);
+        let days: BTreeMap<String, DaySpan> =
+            serde_json::from_value(report["days"].clone()).unwrap_or_default();
+        if let Some(tables) = report["tables"].as_object() {
+            for table in tables.keys() {
+                let span = days.get(table).copied();
+                let entry = replace.entry(table.clone()).or_insert(span);
+                *entry = match (*entry, span) {
+                    (Some(a), Some(b)) => Some(a.union(b)),
+                    _ => None,
+                };
+            }
+        }
+        let seen = number(item, "attempts").unwrap_or(0);
+        let result = self
+            .claim_request(id, owner, now)
+            .update_expression(format!(
+                "{CLAIM_SET}, #status = :claimed, replace_tables = :replace"
+            ))
+            .condition_expression("#status = :done AND attempts = :seen")
+            .expression_attribute_values(":claimed", s(CLAIMED))
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(
+                ":replace",
+                s(serde_json::to_string(&replace).expect("maps serialize")),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Fresh {
+                replace_tables: Some(replace),
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let item = match failed_item(e.err()) {
+                    Some(item) => item,
+                    None => self.get(id).await?.unwrap_or_default(),
+                };
+                self.refused(id, owner, now, &item)
+            }
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    fn claim_request(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
             .update_item()
             .table_name(&self.table)
             .key("object_id", s(id))
-            .update_expression(
-                "SET #owner = :owner, lease_until = :until, attempts = if_not_exists(attempts, :zero) + :one, \
-                 claimed_at = :now, expires_at = :expires, #status = if_not_exists(#status, :claimed)",
-            )
-            .condition_expression(condition)
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
@@ -150,73 +274,43 @@ impl Ledger {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":claimed", s(CLAIMED))
             .expression_attribute_values(":expires", n(now + (RETENTION_DAYS * 86_400) as i64))
-            .return_values(ReturnValue::AllOld);
-        if !force {
-            request = request.expression_attribute_values(":done", s(DONE));
-        }
-        let result = request.send().await;
-        match result {
-            Ok(out) => {
-                let old = out.attributes.unwrap_or_default();
-                let status = old
-                    .get("status")
-                    .and_then(|v| v.as_s().ok())
-                    .map(String::as_str);
-                match status {
-                    None | Some(CLAIMED) => Ok(Claim::Fresh {
-                        replace_tables: None,
-                    }),
-                    Some(COMMITTING) => Ok(Claim::Resume(self.plan_of(id, &old)?)),
-                    Some(DONE) => {
-                        // Forced replay: the tables the earlier load wrote get their old rows
-                        // of this object replaced.
-                        let report = report_of(&old);
-                        let tables = report["tables"]
-                            .as_object()
-                            .map(|t| t.keys().cloned().collect())
-                            .unwrap_or_default();
-                        self.set_status(id, owner, CLAIMED).await?;
-                        Ok(Claim::Fresh {
-                            replace_tables: Some(tables),
-                        })
-                    }
-                    Some(other) => Err(LedgerError::Malformed {
-                        id: id.to_string(),
-                        detail: format!("unknown status {other}"),
-                    }),
-                }
-            }
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let item = self.get(id).await?.unwrap_or_default();
-                let status = item
-                    .get("status")
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
-                if status == DONE {
-                    return Ok(Claim::Done(report_of(&item)));
-                }
-                let lease_until = item
-                    .get("lease_until")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or(0);
-                Ok(Claim::Busy {
-                    owner: item
-                        .get("owner")
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default(),
-                    lease_seconds_left: (lease_until - now).max(0),
-                })
-            }
-            Err(e) => Err(self.error(&e)),
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+
+    /// What a successful claim took over, from the item as it was before.
+    fn claimed(&self, id: &str, before: &Item) -> Result<Claim, LedgerError> {
+        match text(before, "status") {
+            None | Some(CLAIMED) => Ok(Claim::Fresh {
+                replace_tables: replace_of(id, before)?,
+            }),
+            Some(COMMITTING) => Ok(Claim::Resume(self.plan_of(id, before)?)),
+            Some(other) => Err(LedgerError::Malformed {
+                id: id.to_string(),
+                detail: format!("claimed an item in status {other}"),
+            }),
         }
     }
 
-    async fn get(&self, id: &str) -> Result<Option<HashMap<String, AttributeValue>>, LedgerError> {
+    /// Why a claim's condition failed, from the item as it is now.
+    fn refused(&self, id: &str, owner: &str, now: i64, item: &Item) -> Result<Claim, LedgerError> {
+        // An SDK retry of a claim that succeeded (its response was lost) fails its own
+        // condition: the item is already ours, in the state our claim left it.
+        if text(item, "owner") == Some(owner) && text(item, "status") != Some(DONE) {
+            tracing::info!(id, "the claim had succeeded before its retry: it is ours");
+            return self.claimed(id, item);
+        }
+        if text(item, "status") == Some(DONE) {
+            return Ok(Claim::Done(report_of(item)));
+        }
+        Ok(Claim::Busy {
+            owner: text(item, "owner").unwrap_or_default().to_string(),
+            lease_seconds_left: (number(item, "lease_until").unwrap_or(0) - now).max(0),
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Item>, LedgerError> {
         self.client
             .get_item()
             .table_name(&self.table)
@@ -228,32 +322,15 @@ impl Ledger {
             .map_err(|e| self.error(&e))
     }
 
-    fn plan_of(
-        &self,
-        id: &str,
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<CommitPlan, LedgerError> {
-        let text = item
-            .get("commit_plan")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| LedgerError::Malformed {
-                id: id.to_string(),
-                detail: "COMMITTING without a plan".into(),
-            })?;
+    fn plan_of(&self, id: &str, item: &Item) -> Result<CommitPlan, LedgerError> {
+        let text = text(item, "commit_plan").ok_or_else(|| LedgerError::Malformed {
+            id: id.to_string(),
+            detail: "COMMITTING without a plan".into(),
+        })?;
         serde_json::from_str(text).map_err(|e| LedgerError::Malformed {
             id: id.to_string(),
             detail: e.to_string(),
         })
-    }
-
-    async fn set_status(&self, id: &str, owner: &str, status: &str) -> Result<(), LedgerError> {
-        self.update_owned(
-            id,
-            owner,
-            "SET #status = :status",
-            vec![(":status", s(status))],
-        )
-        .await
     }
 
     /// Records the plan (all streams finalized) before the first commit.
@@ -273,7 +350,7 @@ impl Ledger {
         .await
     }
 
-    /// Records progress: the plan with more tables committed.
+    /// Records progress: the plan with more tables committed (or streams staged again).
     pub async fn progress(
         &self,
         id: &str,
@@ -290,7 +367,8 @@ impl Ledger {
         .await
     }
 
-    /// Marks the object done with its report; releases the lease.
+    /// Marks the object done with its report; releases the lease and forgets the plan and
+    /// any replace intent (fulfilled now).
     pub async fn done(
         &self,
         id: &str,
@@ -300,13 +378,26 @@ impl Ledger {
         self.update_owned(
             id,
             owner,
-            "SET #status = :status, object_report = :report, lease_until = :zero, done_at = :now REMOVE commit_plan",
+            "SET #status = :status, object_report = :report, lease_until = :zero, done_at = :now \
+             REMOVE commit_plan, replace_tables",
             vec![
                 (":status", s(DONE)),
                 (":report", s(report.to_string())),
                 (":zero", n(0)),
                 (":now", n(now_secs())),
             ],
+        )
+        .await
+    }
+
+    /// A forced replay that must not happen (the object is gone or empty now): DONE again
+    /// with the earlier report, so the rows it describes stay.
+    pub async fn keep_done(&self, id: &str, owner: &str) -> Result<(), LedgerError> {
+        self.update_owned(
+            id,
+            owner,
+            "SET #status = :status, lease_until = :zero REMOVE commit_plan, replace_tables",
+            vec![(":status", s(DONE)), (":zero", n(0))],
         )
         .await
     }
@@ -349,20 +440,39 @@ impl Ledger {
         }
     }
 
-    /// Whether each object is DONE (for replay's skip of already-ingested objects).
+    /// Whether the object is DONE (for replay's skip of already-ingested objects).
     pub async fn is_done(&self, id: &str) -> Result<bool, LedgerError> {
         Ok(self
             .get(id)
             .await?
-            .and_then(|item| item.get("status").and_then(|v| v.as_s().ok()).cloned())
-            .as_deref()
-            == Some(DONE))
+            .is_some_and(|item| text(&item, "status") == Some(DONE)))
     }
 }
 
-fn report_of(item: &HashMap<String, AttributeValue>) -> serde_json::Value {
-    item.get("object_report")
-        .and_then(|v| v.as_s().ok())
+/// The item as it was when a condition failed (ReturnValuesOnConditionCheckFailure).
+fn failed_item(e: &aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> Option<Item> {
+    match e {
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+            c,
+        ) => c.item.clone(),
+        _ => None,
+    }
+}
+
+fn report_of(item: &Item) -> serde_json::Value {
+    text(item, "object_report")
         .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// The replace intent a forced replay recorded on the item, if any.
+fn replace_of(id: &str, item: &Item) -> Result<Option<Replace>, LedgerError> {
+    text(item, "replace_tables")
+        .map(|t| {
+            serde_json::from_str(t).map_err(|e| LedgerError::Malformed {
+                id: id.to_string(),
+                detail: format!("replace_tables: {e}"),
+            })
+        })
+        .transpose()
 }

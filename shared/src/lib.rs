@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod bigquery;
+pub mod clock;
 pub mod cloudfront;
 pub mod config;
 pub mod event;
@@ -16,6 +17,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod quarantine;
 pub mod replay;
+pub mod retry;
 pub mod route;
 pub mod source;
 pub mod sqs;

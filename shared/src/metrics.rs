@@ -15,7 +15,7 @@ fn emit(function: &str, metrics: &[(&str, f64, &str)], extra: Map<String, Value>
     doc.insert(
         "_aws".into(),
         json!({
-            "Timestamp": crate::ingest::now_micros() / 1000,
+            "Timestamp": crate::clock::now_micros() / 1000,
             "CloudWatchMetrics": [{
                 "Namespace": "cf2bq",
                 "Dimensions": [["Function"]],
@@ -43,11 +43,12 @@ pub fn object(report: &ObjectReport) {
             metrics.push(("BytesRead", report.bytes as f64, "Bytes"));
             metrics.push(("LinesQuarantined", report.rejected as f64, "Count"));
             if let Some(latest) = report.latest_request_micros {
-                let lag = (crate::ingest::now_micros() - latest) as f64 / 1e6;
+                let lag = (crate::clock::now_micros() - latest) as f64 / 1e6;
                 metrics.push(("CommitLagSeconds", lag, "Seconds"));
             }
         }
-        Outcome::Gone => {}
+        Outcome::Gone => metrics.push(("ObjectsGone", 1.0, "Count")),
+        Outcome::ReplayRefused => metrics.push(("ReplaysRefused", 1.0, "Count")),
     }
     let mut extra = Map::new();
     extra.insert("object".into(), json!(report.object));

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::bigquery::auth::aws_error;
 use crate::event::{replay_notification, ObjectRef};
-use crate::ledger::Ledger;
+use crate::ledger::{object_id, Ledger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -115,7 +115,11 @@ pub async fn without_done(
     let mut keep = Vec::with_capacity(objects.len());
     let mut skipped = 0;
     for object in objects {
-        if ledger.is_done(&Ledger::object_id(&object)).await? {
+        let etag = object.etag.as_deref().unwrap_or_default();
+        if ledger
+            .is_done(&object_id(&object.bucket, &object.key, etag))
+            .await?
+        {
             skipped += 1;
         } else {
             keep.push(object);

@@ -38,6 +38,31 @@ impl Layout {
     }
 }
 
+/// The first and last log date (days since the epoch) of an object's rows in one table: the
+/// partition filter of every query that looks for those rows again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DaySpan {
+    pub first: i32,
+    pub last: i32,
+}
+
+impl DaySpan {
+    pub fn of(day: i32) -> DaySpan {
+        DaySpan {
+            first: day,
+            last: day,
+        }
+    }
+
+    /// The span covering both.
+    pub fn union(self, other: DaySpan) -> DaySpan {
+        DaySpan {
+            first: self.first.min(other.first),
+            last: self.last.max(other.last),
+        }
+    }
+}
+
 /// A date in days since 1970-01-01, displayed as `YYYYMMDD`.
 pub struct Ymd(pub i32);
 

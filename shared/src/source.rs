@@ -2,8 +2,6 @@
 
 use std::pin::Pin;
 
-use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::get_object::GetObjectError;
 use tokio::io::AsyncRead;
 
 use crate::bigquery::auth::aws_error;
@@ -17,8 +15,22 @@ pub enum SourceError {
     /// not bring it back.
     #[error("{object} no longer exists ({detail})")]
     Gone { object: String, detail: String },
+    /// S3 refused the read and the object exists (or existence could not be checked).
+    #[error("reading {object}: access denied: {detail}")]
+    Denied { object: String, detail: String },
     #[error("reading {object}: {detail}")]
-    Read { object: String, detail: String },
+    Read {
+        object: String,
+        detail: String,
+        /// A network failure, throttling or 5xx: a retry can succeed.
+        transient: bool,
+    },
+}
+
+impl crate::retry::Transient for SourceError {
+    fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Read { transient: true, .. })
+    }
 }
 
 /// A log object to read: in S3, or a local file (CLI).
@@ -58,8 +70,9 @@ impl LogObject {
     }
 }
 
-/// Opens an object as a byte stream. For S3 the read is checked against the announced ETag
-/// (or pinned to the version) so a later overwrite is never loaded as this object.
+/// Opens an object as a byte stream. For S3 the read is pinned to the object's ETag
+/// (`If-Match`), so a later overwrite is never loaded as this object: an overwritten, deleted
+/// or expired object (a delete marker on a versioned bucket too) is [`SourceError::Gone`].
 pub async fn open(
     s3: &aws_sdk_s3::Client,
     object: &LogObject,
@@ -72,7 +85,11 @@ pub async fn open(
                 if e.kind() == std::io::ErrorKind::NotFound {
                     SourceError::Gone { object, detail }
                 } else {
-                    SourceError::Read { object, detail }
+                    SourceError::Read {
+                        object,
+                        detail,
+                        transient: true,
+                    }
                 }
             })?;
             let size = file.metadata().await.ok().map(|m| m.len());
@@ -80,23 +97,13 @@ pub async fn open(
         }
         LogObject::S3(o) => {
             let mut request = s3.get_object().bucket(&o.bucket).key(&o.key);
-            if let Some(v) = &o.version_id {
-                request = request.version_id(v);
+            if let Some(etag) = &o.etag {
+                request = request.if_match(format!("\"{etag}\""));
             }
-            let response = request.send().await.map_err(|e| classify(o, e))?;
-            // Overwritten since the notification: this version is gone, and the new one
-            // brings its own notification (and its own ledger entry).
-            let current = response.e_tag().map(|t| t.trim_matches('"'));
-            if let (Some(announced), Some(current)) = (o.etag.as_deref(), current) {
-                if o.version_id.is_none() && announced != current {
-                    return Err(SourceError::Gone {
-                        object: o.to_string(),
-                        detail: format!(
-                            "overwritten: ETag is now {current}, announced {announced}"
-                        ),
-                    });
-                }
-            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => return Err(classify(s3, o, e.raw_response().map(|r| r.status().as_u16()), aws_error(&e)).await),
+            };
             let size = response
                 .content_length()
                 .and_then(|l| u64::try_from(l).ok());
@@ -105,24 +112,78 @@ pub async fn open(
     }
 }
 
-fn classify(object: &ObjectRef, e: SdkError<GetObjectError>) -> SourceError {
-    let gone = match &e {
-        SdkError::ServiceError(service) => {
-            matches!(service.err(), GetObjectError::NoSuchKey(_))
-                || matches!(service.raw().status().as_u16(), 404 | 412)
-        }
-        _ => false,
-    };
-    let detail = aws_error(&e);
-    if gone {
-        SourceError::Gone {
-            object: object.to_string(),
-            detail,
-        }
-    } else {
-        SourceError::Read {
-            object: object.to_string(),
-            detail,
-        }
+/// The current version of `object` with its ETag and size (HeadObject); `None` when gone.
+pub async fn head(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+) -> Result<Option<ObjectRef>, SourceError> {
+    match s3.head_object().bucket(&object.bucket).key(&object.key).send().await {
+        Ok(head) => Ok(Some(ObjectRef {
+            etag: head.e_tag().map(|t| t.trim_matches('"').to_string()),
+            size: head.content_length().and_then(|l| u64::try_from(l).ok()),
+            version_id: head.version_id().map(str::to_string),
+            ..object.clone()
+        })
+        .filter(|o| o.etag.is_some())),
+        Err(e) => match classify(s3, object, e.raw_response().map(|r| r.status().as_u16()), aws_error(&e)).await {
+            SourceError::Gone { .. } => Ok(None),
+            other => Err(other),
+        },
     }
+}
+
+/// What a failed read means. 404 (NoSuchKey) is gone and 412 is overwritten. 403 is what
+/// real S3 answers for a missing key when the caller lacks s3:ListBucket, and also what it
+/// answers for a real permission problem: listing the key tells them apart.
+async fn classify(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+    status: Option<u16>,
+    detail: String,
+) -> SourceError {
+    let gone = |detail| SourceError::Gone {
+        object: object.to_string(),
+        detail,
+    };
+    match status {
+        Some(404) => gone(detail),
+        Some(412) => gone(format!("overwritten since it was announced ({detail})")),
+        Some(403) => match listed(s3, object).await {
+            Ok(false) => gone(format!("no longer listed (GetObject answered 403: {detail})")),
+            Ok(true) => SourceError::Denied {
+                object: object.to_string(),
+                detail: format!("{detail}; the key exists: check s3:GetObject on it and kms:Decrypt on its key"),
+            },
+            Err(list_detail) => SourceError::Denied {
+                object: object.to_string(),
+                detail: format!(
+                    "{detail}; listing the key to tell a deleted object from a permission problem failed too \
+                     ({list_detail}): grant s3:ListBucket on the log prefix"
+                ),
+            },
+        },
+        Some(status) => SourceError::Read {
+            object: object.to_string(),
+            detail,
+            transient: status >= 500 || status == 429,
+        },
+        None => SourceError::Read {
+            object: object.to_string(),
+            detail,
+            transient: true,
+        },
+    }
+}
+
+/// Whether `object`'s key is listed in its bucket.
+async fn listed(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<bool, String> {
+    let page = s3
+        .list_objects_v2()
+        .bucket(&object.bucket)
+        .prefix(&object.key)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| aws_error(&e))?;
+    Ok(page.contents().iter().any(|o| o.key() == Some(object.key.as_str())))
 }

@@ -22,7 +22,8 @@ pub struct RejectedLine {
 /// Where transformed output goes. Returning `Err(Stopped)` ends the transform early (the
 /// consumer failed and will report why).
 pub trait BatchSink {
-    fn batch(&mut self, table: &str, rows: Vec<Vec<u8>>) -> Result<(), Stopped>;
+    /// Rows of one log date (`date`: days since the epoch) bound for `table`.
+    fn batch(&mut self, table: &str, date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped>;
     fn rejected(&mut self, line: RejectedLine) -> Result<(), Stopped>;
 }
 
@@ -200,7 +201,7 @@ pub fn transform_text(
                 if batch.bytes >= options.batch_bytes {
                     let rows = std::mem::take(&mut batch.rows);
                     batch.bytes = 0;
-                    sink.batch(&batch.table, rows)
+                    sink.batch(&batch.table, batch.date, rows)
                         .map_err(|_| TransformError::Stopped)?;
                 }
             }
@@ -216,7 +217,7 @@ pub fn transform_text(
     }
     for batch in open {
         if !batch.rows.is_empty() {
-            sink.batch(&batch.table, batch.rows)
+            sink.batch(&batch.table, batch.date, batch.rows)
                 .map_err(|_| TransformError::Stopped)?;
         }
     }

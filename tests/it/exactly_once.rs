@@ -56,10 +56,10 @@ async fn a_redelivered_notification_writes_nothing_more() {
     )
     .to_string();
     let ingestor = h.ingestor().await;
-    let first = ingestor.process_message(&body).await.unwrap();
+    let first = shared::sqs::process_message(&ingestor, &body, None).await.unwrap();
     assert_eq!(first[0].outcome, Outcome::Loaded, "{:?}", first[0]);
     for _ in 0..2 {
-        let again = ingestor.process_message(&body).await.unwrap();
+        let again = shared::sqs::process_message(&ingestor, &body, None).await.unwrap();
         assert_eq!(again[0].outcome, Outcome::AlreadyDone);
         assert_eq!(
             again[0].tables,

@@ -115,7 +115,7 @@ async fn a_missing_table_is_alerted_and_created() {
         &h.bq,
         &options(sharded()),
         today,
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await
     .unwrap();
@@ -166,7 +166,7 @@ async fn stale_data_is_alerted() {
     let sns = aws_sdk_sns::Client::new(&h.aws);
 
     // Five hours later, nothing new has arrived.
-    let later = shared::ingest::now_micros() + 5 * HOUR;
+    let later = shared::clock::now_micros() + 5 * HOUR;
     let report = keeper::run(&h.bq, &options(sharded()), today, later)
         .await
         .unwrap();
@@ -206,7 +206,7 @@ async fn all_clear_sends_nothing_and_a_second_run_changes_nothing() {
         &h.bq,
         &options(sharded()),
         today,
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await
     .unwrap();
@@ -219,7 +219,7 @@ async fn all_clear_sends_nothing_and_a_second_run_changes_nothing() {
         &h.bq,
         &options(sharded()),
         today,
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await
     .unwrap();
@@ -249,7 +249,7 @@ async fn an_older_table_gains_the_columns_it_lacks() {
         &h.bq,
         &options(sharded()),
         today,
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await
     .unwrap();
@@ -272,7 +272,7 @@ async fn an_older_table_gains_the_columns_it_lacks() {
         &h.bq,
         &options(sharded()),
         today,
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await
     .unwrap();
@@ -334,7 +334,7 @@ async fn the_partitioned_layout_end_to_end() {
         table: "cf_logs".into(),
     };
     let today = parse_date("2026-03-10").unwrap();
-    let checked = keeper::run(&h.bq, &options(layout), today, shared::ingest::now_micros())
+    let checked = keeper::run(&h.bq, &options(layout), today, shared::clock::now_micros())
         .await
         .unwrap();
     assert!(!checked.has_problems(), "{checked:?}");

@@ -227,8 +227,7 @@ async fn gone_and_empty_objects_are_acknowledged() {
         },
         "ObjectCreated:Put",
     );
-    let reports = ingestor
-        .process_message(&missing.to_string())
+    let reports = shared::sqs::process_message(&ingestor, &missing.to_string(), None)
         .await
         .unwrap();
     assert_eq!(reports[0].outcome, Outcome::Gone);

@@ -39,7 +39,7 @@ struct EncodingSink {
 }
 
 impl BatchSink for EncodingSink {
-    fn batch(&mut self, table: &str, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(&mut self, table: &str, _date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
         let offset = self.offsets.entry(table.to_string()).or_default();
         let count = rows.len() as i64;
         let schema = (*offset == 0).then(shared::bigquery::schema::proto_descriptor);
@@ -70,7 +70,7 @@ pub async fn run(args: Args) -> CliResult {
     };
     let encoder = RowEncoder::new(
         format!("file://{}", file.display()),
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     );
     let input =
         std::fs::File::open(&file).map_err(|e| format!("opening {}: {e}", file.display()))?;

@@ -26,7 +26,7 @@ pub async fn run(args: Args) -> CliResult {
     let bq = BigQuery::connect(&config.bigquery, &aws).await?;
     let repair = matches!(args.what, What::Ensure);
     let options = KeeperOptions::from_config(&config, repair);
-    let report = keeper::run(&bq, &options, keeper::today(), shared::ingest::now_micros()).await?;
+    let report = keeper::run(&bq, &options, keeper::today(), shared::clock::now_micros()).await?;
     print(&report);
     Ok(match args.what {
         What::Ensure => 0,

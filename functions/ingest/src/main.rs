@@ -4,6 +4,7 @@
 //! event source mapping would (local stack, demo, tests).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -21,9 +22,18 @@ async fn main() -> Result<(), Error> {
     if let Some(i) = args.iter().position(|a| a == "--poll-queue") {
         let queue_url = args.get(i + 1).ok_or("--poll-queue needs a queue URL")?;
         let sqs_client = aws_sdk_sqs::Client::new(&aws);
+        let (invocation, reserve) = (config.poll_invocation, config.deadline_reserve);
         let stats = sqs::poll_queue(&sqs_client, queue_url, 3, |payload| {
             let ingestor = ingestor.clone();
-            async move { handle(&ingestor, payload).await.map_err(|e| e.to_string()) }
+            let deadline = sqs::Deadline {
+                at: Instant::now() + invocation,
+                reserve,
+            };
+            async move {
+                handle(&ingestor, payload, deadline)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         })
         .await?;
         eprintln!(
@@ -32,16 +42,25 @@ async fn main() -> Result<(), Error> {
         );
         return Ok(());
     }
+    let reserve = config.deadline_reserve;
     lambda_runtime::run(service_fn(|e: LambdaEvent<Value>| {
         let ingestor = ingestor.clone();
-        async move { handle(&ingestor, e.payload).await }
+        let deadline = sqs::Deadline {
+            at: instant_of(e.context.deadline),
+            reserve,
+        };
+        async move { handle(&ingestor, e.payload, deadline).await }
     }))
     .await
 }
 
 /// SQS batches get a partial-failure response; any other shape is processed whole and
 /// fails the invocation on error (so Lambda's own retry applies).
-async fn handle(ingestor: &Ingestor, payload: Value) -> Result<Value, Error> {
+async fn handle(
+    ingestor: &Ingestor,
+    payload: Value,
+    deadline: sqs::Deadline,
+) -> Result<Value, Error> {
     let is_sqs = payload["Records"][0]["eventSource"] == "aws:sqs";
     if is_sqs {
         let batch: SqsEvent = serde_json::from_value(payload)?;
@@ -50,7 +69,7 @@ async fn handle(ingestor: &Ingestor, payload: Value) -> Result<Value, Error> {
             .into_iter()
             .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()))
             .collect();
-        let (failed, _) = sqs::process_batch(ingestor, &messages).await;
+        let (failed, _) = sqs::process_batch(ingestor, &messages, Some(deadline)).await;
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = failed
             .into_iter()
@@ -63,6 +82,19 @@ async fn handle(ingestor: &Ingestor, payload: Value) -> Result<Value, Error> {
         return Ok(serde_json::to_value(response)?);
     }
     let body = serde_json::to_string(&event::decode_value(&payload).map(|_| &payload)?)?;
-    let reports = ingestor.process_message(&body).await?;
+    let reports = shared::retry::within(
+        deadline.at,
+        sqs::process_message(ingestor, &body, Some(deadline)),
+    )
+    .await?;
     Ok(serde_json::to_value(reports)?)
+}
+
+/// Lambda's deadline (milliseconds since the epoch) as an `Instant`.
+fn instant_of(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }

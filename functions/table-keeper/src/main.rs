@@ -36,7 +36,7 @@ async fn run(keeper: &Keeper) -> Result<Value, Error> {
         &keeper.bq,
         &options,
         keeper::today(),
-        shared::ingest::now_micros(),
+        shared::clock::now_micros(),
     )
     .await?;
     shared::metrics::keeper(&report);

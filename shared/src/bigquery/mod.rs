@@ -15,7 +15,7 @@ use gcp_bigquery_client::model::query_request::QueryRequest;
 use crate::config::BigQueryConfig;
 
 pub use tables::{TableSpec, TableStatus};
-pub use write::{StreamWriter, WriteApi};
+pub use write::{CommitOutcome, StreamStatus, StreamWriter, WriteApi};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BigQueryError {
@@ -32,6 +32,32 @@ pub enum BigQueryError {
     Write { call: String, message: String },
     #[error("connecting to the Storage Write endpoint {url}: {message}")]
     Connect { url: String, message: String },
+}
+
+impl crate::retry::Transient for BigQueryError {
+    /// Errors a repeat of the same call can clear: transport failures, throttling, and
+    /// server-side trouble. Everything else (bad request, permission, not found) is permanent.
+    fn is_transient(&self) -> bool {
+        match self {
+            BigQueryError::Grpc { status, .. } => grpc_transient(status.code()),
+            BigQueryError::Rest { message, .. } => {
+                ["HTTP 429", "HTTP 500", "HTTP 502", "HTTP 503", "HTTP 504", "rateLimitExceeded", "backendError", "error sending request"]
+                    .iter()
+                    .any(|m| message.contains(m))
+            }
+            BigQueryError::Credentials(_) | BigQueryError::Write { .. } | BigQueryError::Connect { .. } => false,
+        }
+    }
+}
+
+/// gRPC codes worth retrying (Google's Storage Write guidance, plus transport failures,
+/// which tonic reports as UNKNOWN or CANCELLED when a connection drops).
+pub fn grpc_transient(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable | Internal | ResourceExhausted | DeadlineExceeded | Aborted | Unknown | Cancelled
+    )
 }
 
 impl BigQueryError {

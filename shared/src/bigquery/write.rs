@@ -8,6 +8,7 @@ use std::time::Duration;
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
     append_rows_request, append_rows_response, big_query_write_client::BigQueryWriteClient,
+    storage_error,
     write_stream, AppendRowsRequest, AppendRowsResponse, BatchCommitWriteStreamsRequest,
     CreateWriteStreamRequest, FinalizeWriteStreamRequest, GetWriteStreamRequest, ProtoRows,
     ProtoSchema, WriteStream,
@@ -188,7 +189,12 @@ impl WriteApi {
             let errors: Vec<String> = response
                 .stream_errors
                 .iter()
-                .map(|e| format!("{} ({}): {}", e.entity, e.code, e.error_message))
+                .map(|e| {
+                    let code = storage_error::StorageErrorCode::try_from(e.code)
+                        .map(|c| c.as_str_name().to_string())
+                        .unwrap_or_else(|_| e.code.to_string());
+                    format!("{} ({code}): {}", e.entity, e.error_message)
+                })
                 .collect();
             return Err(BigQueryError::Write {
                 call: format!("BatchCommitWriteStreams {table_path}"),
@@ -200,6 +206,39 @@ impl WriteApi {
             });
         }
         Ok(())
+    }
+
+    /// Commits one finalized stream of `table_path`, telling apart "committed now", "was
+    /// already committed" (a lost response, or a resume), and "the stream is gone"
+    /// (garbage-collected after its expiry, or unknown): only the data can tell then.
+    pub async fn commit_stream(
+        &self,
+        table_path: &str,
+        stream: &str,
+    ) -> Result<CommitOutcome, BigQueryError> {
+        match self.batch_commit(table_path, &[stream.to_string()]).await {
+            Ok(()) => Ok(CommitOutcome::Committed),
+            Err(BigQueryError::Write { message, .. }) if message.contains("STREAM_ALREADY_COMMITTED") => {
+                Ok(CommitOutcome::AlreadyCommitted)
+            }
+            Err(BigQueryError::Write { message, .. }) => Ok(CommitOutcome::Gone(message)),
+            Err(BigQueryError::Grpc { status, .. }) if status.code() == tonic::Code::NotFound => {
+                Ok(CommitOutcome::Gone(status.message().to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `stream` was committed, from the stream itself (`commit_time`, free and exact).
+    pub async fn stream_status(&self, stream: &str) -> Result<StreamStatus, BigQueryError> {
+        match self.get_stream(stream).await {
+            Ok(s) if s.commit_time.is_some() => Ok(StreamStatus::Committed),
+            Ok(_) => Ok(StreamStatus::NotCommitted),
+            Err(BigQueryError::Grpc { status, .. }) if status.code() == tonic::Code::NotFound => {
+                Ok(StreamStatus::Gone)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The stream's state (for recovery: was it committed?).
@@ -219,6 +258,28 @@ impl WriteApi {
                 status: Box::new(status),
             })
     }
+}
+
+/// What committing one stream found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed by this call.
+    Committed,
+    /// Committed earlier (STREAM_ALREADY_COMMITTED).
+    AlreadyCommitted,
+    /// Not committable: not found, expired, or in a state the service does not explain
+    /// (whether its rows are in the table must be read from the data).
+    Gone(String),
+}
+
+/// What the stream itself says about its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    Committed,
+    /// Exists and has no `commit_time` (not committed, or a service that does not fill it).
+    NotCommitted,
+    /// Garbage-collected or never existed.
+    Gone,
 }
 
 /// One AppendRows request: `rows` at `offset`, with the writer schema when it is the first

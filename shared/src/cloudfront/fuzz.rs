@@ -61,7 +61,7 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
 struct Discard;
 
 impl BatchSink for Discard {
-    fn batch(&mut self, _table: &str, _rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(&mut self, _table: &str, _date: i32, _rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
         Ok(())
     }
     fn rejected(&mut self, _line: RejectedLine) -> Result<(), Stopped> {
