@@ -142,3 +142,160 @@ async fn two_concurrent_deliveries_of_one_object_write_one_copy() {
     assert!(ok && stdout.contains("AlreadyDone"), "{stdout}");
     assert_eq!(h.table_counts().await, expected());
 }
+
+/// Runs `cf2bq` with `args` and returns its stdout, asserting success.
+fn cf2bq_ok(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> String {
+    let (ok, stdout, stderr, _) = h.run_binary_with("cf2bq", args, env);
+    assert!(ok, "cf2bq {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Runs `cf2bq` expecting the fault point `point` to abort it.
+fn crash_at(h: &Harness, args: &[&str], point: &str) {
+    let (ok, _, stderr, _) = h.run_binary_with("cf2bq", args, &[("CF2BQ_FAULT", point)]);
+    assert!(
+        !ok && stderr.contains(&format!("fault injected at {point}")),
+        "{point}: the fault point did not fire:\n{stderr}"
+    );
+}
+
+/// Waits out a 1-second lease left by a crashed attempt (leases are whole seconds).
+fn lease_expires() {
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+}
+
+#[tokio::test]
+async fn every_entry_point_resolves_one_identity_on_a_versioned_bucket() {
+    let h = Harness::new("identity").await;
+    let bucket = h.bucket("logs").await;
+    let queues = h.queues(3).await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.ident001.gz";
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let uri = format!("s3://{bucket}/{key}");
+
+    // The Lambda's path: the event names the version id and the ETag.
+    let announced = h.announced(&bucket, key).await;
+    assert!(announced.version_id.is_some(), "the bucket is versioned");
+    let body = shared::event::s3_notification(&announced, "ObjectCreated:Put").to_string();
+    let ingestor = h.ingestor().await;
+    let first = shared::sqs::process_message(&ingestor, &body, None)
+        .await
+        .unwrap();
+    assert_eq!(first[0].outcome, Outcome::Loaded);
+
+    // The CLI (no version, no ETag) and a replay listing (ETag only) find the same object.
+    let out = cf2bq_ok(&h, &["ingest", &uri], &[]);
+    assert!(out.contains("AlreadyDone"), "{out}");
+    let out = cf2bq_ok(
+        &h,
+        &["replay", "--bucket", &bucket, "--queue", &queues.queue],
+        &[],
+    );
+    assert!(out.contains("1 already done (skipped), 0 sent"), "{out}");
+    assert_eq!(h.table_counts().await, expected());
+
+    // A forced CLI ingest replaces the Lambda's rows instead of adding to them.
+    let out = cf2bq_ok(&h, &["ingest", "--force", &uri], &[]);
+    assert!(out.contains(": Loaded"), "{out}");
+    assert_eq!(h.table_counts().await, expected());
+}
+
+#[tokio::test]
+async fn a_forced_replay_that_dies_before_its_plan_still_replaces() {
+    for point in ["after_claim", "after_append", "after_finalize"] {
+        let h = Harness::with("forcecrash", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
+        let bucket = h.bucket("logs").await;
+        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.force001.gz";
+        h.put(&bucket, key, gzip(&three_date_file())).await;
+        let uri = format!("s3://{bucket}/{key}");
+        cf2bq_ok(&h, &["ingest", &uri], &[]);
+
+        crash_at(&h, &["ingest", "--force", &uri], point);
+        lease_expires();
+        // A plain redelivery takes the dead forced attempt over: it must still replace.
+        let out = cf2bq_ok(&h, &["ingest", &uri], &[]);
+        assert!(out.contains(": Loaded"), "{point}: {out}");
+        assert_eq!(
+            h.table_counts().await,
+            expected(),
+            "{point}: one copy after a forced replay died"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forced_replay_of_a_gone_object_keeps_its_rows() {
+    let h = Harness::new("forcegone").await;
+    let bucket = h.bucket("logs").await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.gone0001.gz";
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let announced = h.announced(&bucket, key).await;
+    let ingestor = h.ingestor().await;
+    let live = shared::event::s3_notification(&announced, "ObjectCreated:Put").to_string();
+    shared::sqs::process_message(&ingestor, &live, None)
+        .await
+        .unwrap();
+    assert_eq!(h.table_counts().await, expected());
+
+    // Deleted (a delete marker on the versioned bucket), then replayed with --force.
+    h.s3.delete_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let forced = shared::event::replay_notification(&announced, true).to_string();
+    let reports = shared::sqs::process_message(&ingestor, &forced, None)
+        .await
+        .unwrap();
+    assert_eq!(reports[0].outcome, Outcome::ReplayRefused);
+    assert_eq!(h.table_counts().await, expected(), "earlier rows kept");
+    let out = cf2bq_ok(
+        &h,
+        &["ingest", "--force", &format!("s3://{bucket}/{key}")],
+        &[],
+    );
+    assert!(out.contains(": Gone"), "{out}");
+    assert_eq!(h.table_counts().await, expected(), "earlier rows kept");
+    // Still DONE: a redelivery of the live event writes nothing.
+    let again = shared::sqs::process_message(&ingestor, &live, None)
+        .await
+        .unwrap();
+    assert_eq!(again[0].outcome, Outcome::AlreadyDone);
+
+    // Overwritten with an empty object: the forced replay of the loaded version refuses too.
+    let key2 = "cf/E2QWRUHAPOMQZL.2026-03-01-11.gone0002.gz";
+    h.put(&bucket, key2, gzip(&three_date_file())).await;
+    let loaded = h.announced(&bucket, key2).await;
+    let live = shared::event::s3_notification(&loaded, "ObjectCreated:Put").to_string();
+    shared::sqs::process_message(&ingestor, &live, None)
+        .await
+        .unwrap();
+    h.put(&bucket, key2, Vec::new()).await;
+    let forced = shared::event::replay_notification(&loaded, true).to_string();
+    let reports = shared::sqs::process_message(&ingestor, &forced, None)
+        .await
+        .unwrap();
+    assert_eq!(reports[0].outcome, Outcome::ReplayRefused);
+    let doubled: BTreeMap<String, u64> = expected().into_iter().map(|(t, n)| (t, 2 * n)).collect();
+    assert_eq!(h.table_counts().await, doubled, "both objects' rows kept");
+}
+
+#[tokio::test]
+async fn a_resume_after_the_streams_expired_stages_the_uncommitted_tables_again() {
+    for point in ["after_plan_recorded", "after_table_commit"] {
+        let h = Harness::with("expired", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
+        let bucket = h.bucket("logs").await;
+        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.expire01.gz";
+        h.put(&bucket, key, gzip(&three_date_file())).await;
+        let uri = format!("s3://{bucket}/{key}");
+        crash_at(&h, &["ingest", &uri], point);
+        lease_expires();
+        // The next day: BigQuery has garbage-collected every stream the dead attempt made.
+        let out = cf2bq_ok(&h, &["ingest", &uri], &[("CF2BQ_GRPC_FAULTS", "expired=1")]);
+        assert!(out.contains(": Loaded"), "{point}: {out}");
+        assert_eq!(h.table_counts().await, expected(), "after {point} and expiry");
+        let out = cf2bq_ok(&h, &["ingest", &uri], &[]);
+        assert!(out.contains("AlreadyDone"), "{point}: {out}");
+    }
+}

@@ -81,6 +81,7 @@ impl Harness {
             .expect("ingestor")
     }
 
+    /// A new bucket, versioned as the template's log bucket is.
     pub async fn bucket(&self, name: &str) -> String {
         let bucket = unique(name);
         self.s3
@@ -89,7 +90,37 @@ impl Harness {
             .send()
             .await
             .expect("create bucket");
+        self.s3
+            .put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
         bucket
+    }
+
+    /// The object as a live S3 event announces it: key, size, ETag and version id.
+    pub async fn announced(&self, bucket: &str, key: &str) -> shared::event::ObjectRef {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head object");
+        shared::event::ObjectRef {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: head.content_length().map(|l| l as u64),
+            etag: head.e_tag().map(|t| t.trim_matches('"').to_string()),
+            version_id: head.version_id().map(str::to_string),
+        }
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
