@@ -25,6 +25,9 @@ pub const FAULT_POINTS: &[&str] = &[
     "after_all_commits",
 ];
 
+/// Fault points only some attempts reach (a resume that finds its streams expired).
+pub const RECOVERY_FAULT_POINTS: &[&str] = &["after_restage"];
+
 // Fault points must never reach a deployed binary.
 #[cfg(all(feature = "fault-injection", not(debug_assertions)))]
 compile_error!("the fault-injection feature is for debug (test) builds only");

@@ -328,6 +328,16 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// Path of a workspace binary from a test or from a binary of this crate (`chaos`).
+pub fn binary_in_target(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().expect("own exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
 fn vm_hwm_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -1,7 +1,8 @@
 //! The ingest Lambda: S3 notifications (via SQS, SNS, EventBridge or direct) → BigQuery.
 //!
 //! `ingest --poll-queue URL` runs the same handler off a real SQS queue, the way Lambda's
-//! event source mapping would (local stack, demo, tests).
+//! event source mapping would (local stack, demo, tests); `ingest --invoke FILE` runs it once
+//! on an event and prints the response.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +44,23 @@ async fn main() -> Result<(), Error> {
         return Ok(());
     }
     let reserve = config.deadline_reserve;
+    // One invocation of the handler on an event read from a file (`-`: stdin), the batch
+    // response printed: what the Lambda runtime would do with one event (tests, chaos runs).
+    if let Some(i) = args.iter().position(|a| a == "--invoke") {
+        let path = args.get(i + 1).ok_or("--invoke needs an event file (or -)")?;
+        let text = if path == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?
+        };
+        let deadline = sqs::Deadline {
+            at: Instant::now() + config.poll_invocation,
+            reserve: config.deadline_reserve,
+        };
+        let response = handle(&ingestor, serde_json::from_str(&text)?, deadline).await?;
+        println!("{response}");
+        return Ok(());
+    }
     lambda_runtime::run(service_fn(|e: LambdaEvent<Value>| {
         let ingestor = ingestor.clone();
         let deadline = sqs::Deadline {
