@@ -191,13 +191,13 @@ impl Ledger {
             .send()
             .await;
         match result {
-            Ok(out) => self.claimed(id, &out.attributes.unwrap_or_default()),
+            Ok(out) => claimed(id, &out.attributes.unwrap_or_default()),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 let item = match failed_item(e.err()) {
                     Some(item) => item,
                     None => self.get(id).await?.unwrap_or_default(),
                 };
-                self.refused(id, owner, now, &item)
+                refused(id, owner, now, &item)
             }
             Err(e) => Err(self.error(&e)),
         }
@@ -251,7 +251,7 @@ impl Ledger {
                     Some(item) => item,
                     None => self.get(id).await?.unwrap_or_default(),
                 };
-                self.refused(id, owner, now, &item)
+                refused(id, owner, now, &item)
             }
             Err(e) => Err(self.error(&e)),
         }
@@ -279,37 +279,6 @@ impl Ledger {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
 
-    /// What a successful claim took over, from the item as it was before.
-    fn claimed(&self, id: &str, before: &Item) -> Result<Claim, LedgerError> {
-        match text(before, "status") {
-            None | Some(CLAIMED) => Ok(Claim::Fresh {
-                replace_tables: replace_of(id, before)?,
-            }),
-            Some(COMMITTING) => Ok(Claim::Resume(self.plan_of(id, before)?)),
-            Some(other) => Err(LedgerError::Malformed {
-                id: id.to_string(),
-                detail: format!("claimed an item in status {other}"),
-            }),
-        }
-    }
-
-    /// Why a claim's condition failed, from the item as it is now.
-    fn refused(&self, id: &str, owner: &str, now: i64, item: &Item) -> Result<Claim, LedgerError> {
-        // An SDK retry of a claim that succeeded (its response was lost) fails its own
-        // condition: the item is already ours, in the state our claim left it.
-        if text(item, "owner") == Some(owner) && text(item, "status") != Some(DONE) {
-            tracing::info!(id, "the claim had succeeded before its retry: it is ours");
-            return self.claimed(id, item);
-        }
-        if text(item, "status") == Some(DONE) {
-            return Ok(Claim::Done(report_of(item)));
-        }
-        Ok(Claim::Busy {
-            owner: text(item, "owner").unwrap_or_default().to_string(),
-            lease_seconds_left: (number(item, "lease_until").unwrap_or(0) - now).max(0),
-        })
-    }
-
     async fn get(&self, id: &str) -> Result<Option<Item>, LedgerError> {
         self.client
             .get_item()
@@ -320,17 +289,6 @@ impl Ledger {
             .await
             .map(|o| o.item)
             .map_err(|e| self.error(&e))
-    }
-
-    fn plan_of(&self, id: &str, item: &Item) -> Result<CommitPlan, LedgerError> {
-        let text = text(item, "commit_plan").ok_or_else(|| LedgerError::Malformed {
-            id: id.to_string(),
-            detail: "COMMITTING without a plan".into(),
-        })?;
-        serde_json::from_str(text).map_err(|e| LedgerError::Malformed {
-            id: id.to_string(),
-            detail: e.to_string(),
-        })
     }
 
     /// Records the plan (all streams finalized) before the first commit.
@@ -449,6 +407,48 @@ impl Ledger {
     }
 }
 
+/// What a successful claim took over, from the item as it was before.
+fn claimed(id: &str, before: &Item) -> Result<Claim, LedgerError> {
+    match text(before, "status") {
+        None | Some(CLAIMED) => Ok(Claim::Fresh {
+            replace_tables: replace_of(id, before)?,
+        }),
+        Some(COMMITTING) => Ok(Claim::Resume(plan_of(id, before)?)),
+        Some(other) => Err(LedgerError::Malformed {
+            id: id.to_string(),
+            detail: format!("claimed an item in status {other}"),
+        }),
+    }
+}
+
+/// Why a claim's condition failed, from the item as it is now.
+fn refused(id: &str, owner: &str, now: i64, item: &Item) -> Result<Claim, LedgerError> {
+    // An SDK retry of a claim that succeeded (its response was lost) fails its own
+    // condition: the item is already ours, in the state our claim left it.
+    if text(item, "owner") == Some(owner) && text(item, "status") != Some(DONE) {
+        tracing::info!(id, "the claim had succeeded before its retry: it is ours");
+        return claimed(id, item);
+    }
+    if text(item, "status") == Some(DONE) {
+        return Ok(Claim::Done(report_of(item)));
+    }
+    Ok(Claim::Busy {
+        owner: text(item, "owner").unwrap_or_default().to_string(),
+        lease_seconds_left: (number(item, "lease_until").unwrap_or(0) - now).max(0),
+    })
+}
+
+fn plan_of(id: &str, item: &Item) -> Result<CommitPlan, LedgerError> {
+    let text = text(item, "commit_plan").ok_or_else(|| LedgerError::Malformed {
+        id: id.to_string(),
+        detail: "COMMITTING without a plan".into(),
+    })?;
+    serde_json::from_str(text).map_err(|e| LedgerError::Malformed {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })
+}
+
 /// The item as it was when a condition failed (ReturnValuesOnConditionCheckFailure).
 fn failed_item(e: &aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> Option<Item> {
     match e {
@@ -475,4 +475,69 @@ fn replace_of(id: &str, item: &Item) -> Result<Option<Replace>, LedgerError> {
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pairs: &[(&str, &str)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                let value = if *k == "lease_until" { n(v) } else { s(*v) };
+                (k.to_string(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_retried_claim_that_had_succeeded_is_recognised_as_ours() {
+        let replace = r#"{"cf_20260301":{"first":20513,"last":20513}}"#;
+        let ours = item(&[
+            ("owner", "me"),
+            ("status", "CLAIMED"),
+            ("lease_until", "2000"),
+            ("replace_tables", replace),
+        ]);
+        let Claim::Fresh { replace_tables } = refused("id", "me", 1000, &ours).unwrap() else {
+            panic!("our own claim must not come back as busy");
+        };
+        assert_eq!(
+            replace_tables.unwrap().keys().collect::<Vec<_>>(),
+            ["cf_20260301"],
+            "the forced replay's intent comes with it"
+        );
+        let plan = serde_json::to_string(&CommitPlan::default()).unwrap();
+        let committing = item(&[
+            ("owner", "me"),
+            ("status", "COMMITTING"),
+            ("commit_plan", &plan),
+        ]);
+        assert!(matches!(
+            refused("id", "me", 1000, &committing).unwrap(),
+            Claim::Resume(_)
+        ));
+    }
+
+    #[test]
+    fn someone_elses_live_claim_is_busy_and_done_is_done() {
+        let theirs = item(&[
+            ("owner", "them"),
+            ("status", "CLAIMED"),
+            ("lease_until", "1030"),
+        ]);
+        assert_eq!(
+            refused("id", "me", 1000, &theirs).unwrap(),
+            Claim::Busy {
+                owner: "them".into(),
+                lease_seconds_left: 30
+            }
+        );
+        let done = item(&[("owner", "me"), ("status", "DONE"), ("object_report", "{}")]);
+        assert!(matches!(
+            refused("id", "me", 1000, &done).unwrap(),
+            Claim::Done(_)
+        ));
+    }
 }

@@ -130,7 +130,13 @@ mod tests {
         let result: Result<u32, E> = retry("t", FAST, || {
             calls.set(calls.get() + 1);
             let n = calls.get();
-            async move { if n < 3 { Err(E(true)) } else { Ok(n) } }
+            async move {
+                if n < 3 {
+                    Err(E(true))
+                } else {
+                    Ok(n)
+                }
+            }
         })
         .await;
         assert_eq!(result.unwrap(), 3);
@@ -160,10 +166,13 @@ mod tests {
     async fn no_retry_starts_inside_the_deadline_reserve() {
         let calls = Cell::new(0);
         let deadline = Instant::now() + RESERVE / 2;
-        let result: Result<(), E> = within(deadline, retry("t", FAST, || {
-            calls.set(calls.get() + 1);
-            async { Err(E(true)) }
-        }))
+        let result: Result<(), E> = within(
+            deadline,
+            retry("t", FAST, || {
+                calls.set(calls.get() + 1);
+                async { Err(E(true)) }
+            }),
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls.get(), 1, "too close to the deadline to try again");

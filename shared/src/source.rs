@@ -29,7 +29,13 @@ pub enum SourceError {
 
 impl crate::retry::Transient for SourceError {
     fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Read { transient: true, .. })
+        matches!(
+            self,
+            SourceError::Read {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -102,7 +108,15 @@ pub async fn open(
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) => return Err(classify(s3, o, e.raw_response().map(|r| r.status().as_u16()), aws_error(&e)).await),
+                Err(e) => {
+                    return Err(classify(
+                        s3,
+                        o,
+                        e.raw_response().map(|r| r.status().as_u16()),
+                        aws_error(&e),
+                    )
+                    .await)
+                }
             };
             let size = response
                 .content_length()
@@ -117,7 +131,13 @@ pub async fn head(
     s3: &aws_sdk_s3::Client,
     object: &ObjectRef,
 ) -> Result<Option<ObjectRef>, SourceError> {
-    match s3.head_object().bucket(&object.bucket).key(&object.key).send().await {
+    match s3
+        .head_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .send()
+        .await
+    {
         Ok(head) => Ok(Some(ObjectRef {
             etag: head.e_tag().map(|t| t.trim_matches('"').to_string()),
             size: head.content_length().and_then(|l| u64::try_from(l).ok()),
@@ -125,7 +145,14 @@ pub async fn head(
             ..object.clone()
         })
         .filter(|o| o.etag.is_some())),
-        Err(e) => match classify(s3, object, e.raw_response().map(|r| r.status().as_u16()), aws_error(&e)).await {
+        Err(e) => match classify(
+            s3,
+            object,
+            e.raw_response().map(|r| r.status().as_u16()),
+            aws_error(&e),
+        )
+        .await
+        {
             SourceError::Gone { .. } => Ok(None),
             other => Err(other),
         },
@@ -185,5 +212,8 @@ async fn listed(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<bool, Str
         .send()
         .await
         .map_err(|e| aws_error(&e))?;
-    Ok(page.contents().iter().any(|o| o.key() == Some(object.key.as_str())))
+    Ok(page
+        .contents()
+        .iter()
+        .any(|o| o.key() == Some(object.key.as_str())))
 }

@@ -99,7 +99,10 @@ pub async fn process_batch(
     messages: &[(String, String)],
     deadline: Option<Deadline>,
 ) -> (Vec<String>, Vec<ObjectReport>) {
-    dispatch(messages, deadline, |body| process_message(ingestor, body, deadline)).await
+    dispatch(messages, deadline, |body| {
+        process_message(ingestor, body, deadline)
+    })
+    .await
 }
 
 /// The batch loop, apart from what a message does (unit-tested without AWS).
@@ -119,7 +122,11 @@ where
         let result = match deadline.map(|d| d.check()).transpose() {
             Err(e) => Err(e),
             Ok(_) => match deadline {
-                Some(d) => crate::retry::within(d.at, process(body)).instrument(span.clone()).await,
+                Some(d) => {
+                    crate::retry::within(d.at, process(body))
+                        .instrument(span.clone())
+                        .await
+                }
                 None => process(body).instrument(span.clone()).await,
             },
         };
@@ -236,7 +243,9 @@ mod tests {
     use std::cell::RefCell;
 
     fn batch(n: usize) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("m{i}"), format!("body{i}"))).collect()
+        (0..n)
+            .map(|i| (format!("m{i}"), format!("body{i}")))
+            .collect()
     }
 
     #[tokio::test]

@@ -526,6 +526,21 @@ class TemplateOnly(unittest.TestCase):
         self.assertIn("aws:SourceArn", stmt["Condition"]["ArnLike"])
         self.assertIn("aws:SourceAccount", stmt["Condition"]["StringEquals"])
 
+    def test_ingest_can_tell_a_deleted_object_from_a_denied_one(self):
+        # Without s3:ListBucket, S3 answers 403 for a deleted key: grant it, on the log prefix.
+        role = template()["Resources"]["IngestRole"]["Properties"]
+        statements = {
+            st["Sid"]: st
+            for policy in role["Policies"]
+            for st in policy["PolicyDocument"]["Statement"]
+        }
+        listing = statements["ListLogPrefix"]
+        self.assertEqual(listing["Action"], "s3:ListBucket")
+        self.assertEqual(
+            listing["Condition"]["StringLike"]["s3:prefix"], {"Fn::Sub": "${LogKeyPrefix}*"}
+        )
+        self.assertEqual(statements["ReadLogs"]["Action"], "s3:GetObject")
+
 
 def main():
     if not ENDPOINT:

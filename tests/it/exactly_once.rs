@@ -56,10 +56,14 @@ async fn a_redelivered_notification_writes_nothing_more() {
     )
     .to_string();
     let ingestor = h.ingestor().await;
-    let first = shared::sqs::process_message(&ingestor, &body, None).await.unwrap();
+    let first = shared::sqs::process_message(&ingestor, &body, None)
+        .await
+        .unwrap();
     assert_eq!(first[0].outcome, Outcome::Loaded, "{:?}", first[0]);
     for _ in 0..2 {
-        let again = shared::sqs::process_message(&ingestor, &body, None).await.unwrap();
+        let again = shared::sqs::process_message(&ingestor, &body, None)
+            .await
+            .unwrap();
         assert_eq!(again[0].outcome, Outcome::AlreadyDone);
         assert_eq!(
             again[0].tables,
@@ -294,7 +298,11 @@ async fn a_resume_after_the_streams_expired_stages_the_uncommitted_tables_again(
         // The next day: BigQuery has garbage-collected every stream the dead attempt made.
         let out = cf2bq_ok(&h, &["ingest", &uri], &[("CF2BQ_GRPC_FAULTS", "expired=1")]);
         assert!(out.contains(": Loaded"), "{point}: {out}");
-        assert_eq!(h.table_counts().await, expected(), "after {point} and expiry");
+        assert_eq!(
+            h.table_counts().await,
+            expected(),
+            "after {point} and expiry"
+        );
         let out = cf2bq_ok(&h, &["ingest", &uri], &[]);
         assert!(out.contains("AlreadyDone"), "{point}: {out}");
     }

@@ -47,7 +47,9 @@ async fn main() -> Result<(), Error> {
     // One invocation of the handler on an event read from a file (`-`: stdin), the batch
     // response printed: what the Lambda runtime would do with one event (tests, chaos runs).
     if let Some(i) = args.iter().position(|a| a == "--invoke") {
-        let path = args.get(i + 1).ok_or("--invoke needs an event file (or -)")?;
+        let path = args
+            .get(i + 1)
+            .ok_or("--invoke needs an event file (or -)")?;
         let text = if path == "-" {
             std::io::read_to_string(std::io::stdin())?
         } else {

@@ -12,6 +12,7 @@ use super::{IngestError, Ingestor, ObjectReport, Outcome};
 use crate::bigquery::{BigQueryError, CommitOutcome, StreamStatus};
 use crate::fault::fault_point;
 use crate::ledger::{CommitPlan, Ledger};
+use crate::quarantine::QuarantineTarget;
 use crate::route::{DaySpan, IsoDate};
 use crate::source::LogObject;
 
@@ -165,7 +166,13 @@ impl Ingestor {
     ) -> Result<TableCommit, IngestError> {
         let expected = plan.rows.get(table).copied().unwrap_or(0);
         let present = self
-            .object_rows(uri, table, "=", plan.stamp(table), plan.days.get(table).copied())
+            .object_rows(
+                uri,
+                table,
+                "=",
+                plan.stamp(table),
+                plan.days.get(table).copied(),
+            )
             .await
             .map_err(|source| IngestError::BigQuery {
                 object: uri.to_string(),
@@ -312,24 +319,82 @@ impl Ingestor {
         uri: &str,
         ingest_micros: i64,
         days: Option<DaySpan>,
-    ) -> Result<Option<(String, Vec<(&'static str, &'static str, String)>)>, BigQueryError> {
+    ) -> Result<Option<(String, Params)>, BigQueryError> {
         if self.bq.get_table(table).await?.is_none() {
             return Ok(None);
         }
-        let mut sql = format!(
-            "{verb} `{}.{}.{table}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) {op} @ingest",
-            self.bq.project, self.bq.dataset
+        let is_quarantine =
+            matches!(&self.quarantine, Some(QuarantineTarget::Table(q)) if q == table);
+        let table_ref = format!("{}.{}.{table}", self.bq.project, self.bq.dataset);
+        // Quarantined lines have no log date to filter on.
+        let days = days.filter(|_| !is_quarantine);
+        Ok(Some(object_rows_where(
+            &table_ref,
+            verb,
+            op,
+            uri,
+            ingest_micros,
+            days,
+        )))
+    }
+}
+
+/// Query parameters `(name, type, value)`.
+type Params = Vec<(&'static str, &'static str, String)>;
+
+/// `<verb> table WHERE` the rows are `uri`'s with ingest time `<op> ingest_micros`, restricted
+/// to `days` (the partition filter: no full-table scan, and valid under
+/// require_partition_filter).
+fn object_rows_where(
+    table_ref: &str,
+    verb: &str,
+    op: &str,
+    uri: &str,
+    ingest_micros: i64,
+    days: Option<DaySpan>,
+) -> (String, Params) {
+    let mut sql = format!(
+        "{verb} `{table_ref}` WHERE source_object = @object AND UNIX_MICROS(ingest_time) {op} @ingest"
+    );
+    let mut params = vec![
+        ("object", "STRING", uri.to_string()),
+        ("ingest", "INT64", ingest_micros.to_string()),
+    ];
+    if let Some(days) = days {
+        sql.push_str(" AND log_date BETWEEN @first AND @last");
+        params.push(("first", "DATE", IsoDate(days.first).to_string()));
+        params.push(("last", "DATE", IsoDate(days.last).to_string()));
+    }
+    (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_and_deletes_are_restricted_to_the_objects_dates() {
+        let days = DaySpan {
+            first: 20_513,
+            last: 20_514,
+        };
+        let (sql, params) = object_rows_where(
+            "p.d.logs",
+            "SELECT COUNT(*) FROM",
+            "=",
+            "s3://b/k",
+            7,
+            Some(days),
         );
-        let mut params = vec![
-            ("object", "STRING", uri.to_string()),
-            ("ingest", "INT64", ingest_micros.to_string()),
-        ];
-        let is_quarantine = matches!(&self.quarantine, Some(crate::quarantine::QuarantineTarget::Table(q)) if q == table);
-        if let (Some(days), false) = (days, is_quarantine) {
-            sql.push_str(" AND log_date BETWEEN @first AND @last");
-            params.push(("first", "DATE", IsoDate(days.first).to_string()));
-            params.push(("last", "DATE", IsoDate(days.last).to_string()));
-        }
-        Ok(Some((sql, params)))
+        assert_eq!(
+            sql,
+            "SELECT COUNT(*) FROM `p.d.logs` WHERE source_object = @object \
+             AND UNIX_MICROS(ingest_time) = @ingest AND log_date BETWEEN @first AND @last"
+        );
+        assert_eq!(params[2], ("first", "DATE", "2026-03-01".to_string()));
+        assert_eq!(params[3], ("last", "DATE", "2026-03-02".to_string()));
+        let (sql, params) = object_rows_where("p.d.q", "DELETE FROM", "<", "s3://b/k", 7, None);
+        assert!(!sql.contains("log_date"), "{sql}");
+        assert_eq!(params.len(), 2);
     }
 }

@@ -192,7 +192,9 @@ impl Ingestor {
         async {
             let started = Instant::now();
             let result = match (object, &self.ledger) {
-                (LogObject::S3(o), Some(ledger)) => self.ingest_tracked(o, &uri, ledger, force).await,
+                (LogObject::S3(o), Some(ledger)) => {
+                    self.ingest_tracked(o, &uri, ledger, force).await
+                }
                 _ => self.ingest_untracked(object, &uri).await,
             };
             match &result {
@@ -205,7 +207,9 @@ impl Ingestor {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "object done"
                 ),
-                Err(e) => tracing::error!(error = %e, retryable = e.is_transient(), "object failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, retryable = e.is_transient(), "object failed")
+                }
             }
             result
         }
@@ -226,7 +230,10 @@ impl Ingestor {
             tracing::warn!("object is gone; acknowledging");
             return Ok(ObjectReport::empty(uri.to_string(), Outcome::Gone));
         };
-        let etag = object.etag.as_deref().expect("resolved objects have an ETag");
+        let etag = object
+            .etag
+            .as_deref()
+            .expect("resolved objects have an ETag");
         let id = object_id(&object.bucket, &object.key, etag);
         let owner = format!("{}-{}", std::process::id(), crate::clock::now_micros());
         let ledger_error = |source| IngestError::Ledger {

@@ -268,13 +268,10 @@ impl Ingestor {
     ) -> Result<(), IngestError> {
         match quarantine {
             Quarantine::None => Ok(()),
-            Quarantine::S3(q) => q
-                .add(line)
-                .await
-                .map_err(|source| IngestError::Quarantine {
-                    object: uri.to_string(),
-                    source,
-                }),
+            Quarantine::S3(q) => q.add(line).await.map_err(|source| IngestError::Quarantine {
+                object: uri.to_string(),
+                source,
+            }),
             Quarantine::Table { table, rows, bytes } => {
                 let row = crate::quarantine::encode_row(uri, line, ingest_micros);
                 *bytes += row.len();

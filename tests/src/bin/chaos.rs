@@ -68,7 +68,9 @@ fn parse_args() -> Campaign {
                 campaign.verbose = true;
                 i -= 1;
             }
-            other => panic!("unknown argument {other}: chaos [--runs N] [--seed S] [--jobs J] [--verbose]"),
+            other => panic!(
+                "unknown argument {other}: chaos [--runs N] [--seed S] [--jobs J] [--verbose]"
+            ),
         }
         i += 2;
     }
@@ -423,7 +425,11 @@ impl<'a> Run<'a> {
     async fn invoke(&mut self, chaos: bool) -> bool {
         let take = self.pending.len().min(self.rng.random_range(1..=10));
         let batch: Vec<Message> = self.pending.drain(..take).collect();
-        let copies = if chaos && self.rng.random_bool(0.15) { 2 } else { 1 };
+        let copies = if chaos && self.rng.random_bool(0.15) {
+            2
+        } else {
+            1
+        };
         let event = json!({"Records": batch.iter().map(|m| json!({
             "messageId": m.id,
             "receiptHandle": m.id,
@@ -467,7 +473,10 @@ impl<'a> Run<'a> {
                 }
             }
             if self.context.verbose {
-                for line in stderr.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+                for line in stderr
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                {
                     self.log.push(format!("  | {line}"));
                 }
             }
@@ -493,7 +502,10 @@ impl<'a> Run<'a> {
                     .send()
                     .await;
                 self.queue(&replay_notification(&version, true), i, false);
-                self.log.push(format!("{}: deleted after loading; forced replay queued", self.objects[i].uri));
+                self.log.push(format!(
+                    "{}: deleted after loading; forced replay queued",
+                    self.objects[i].uri
+                ));
             }
         }
         crashed
@@ -502,7 +514,11 @@ impl<'a> Run<'a> {
     /// The faults of one chaotic invocation.
     fn faults(&mut self) -> Faults {
         let rng = &mut self.rng;
-        let points: Vec<&str> = FAULT_POINTS.iter().chain(RECOVERY_FAULT_POINTS).copied().collect();
+        let points: Vec<&str> = FAULT_POINTS
+            .iter()
+            .chain(RECOVERY_FAULT_POINTS)
+            .copied()
+            .collect();
         let crash = rng
             .random_bool(0.35)
             .then(|| points[rng.random_range(0..points.len())].to_string());
@@ -609,11 +625,20 @@ impl<'a> Run<'a> {
             .arg("--seed")
             .arg(faults.seed.to_string())
             .arg("--route")
-            .arg(format!("aws=0:127.0.0.1:{}:http", port_of(var("AWS_ENDPOINT_URL"))))
+            .arg(format!(
+                "aws=0:127.0.0.1:{}:http",
+                port_of(var("AWS_ENDPOINT_URL"))
+            ))
             .arg("--route")
-            .arg(format!("rest=0:127.0.0.1:{}:http", port_of(var("CF2BQ_BQ_REST_URL"))))
+            .arg(format!(
+                "rest=0:127.0.0.1:{}:http",
+                port_of(var("CF2BQ_BQ_REST_URL"))
+            ))
             .arg("--route")
-            .arg(format!("grpc=0:127.0.0.1:{}:tcp", port_of(var("CF2BQ_BQ_GRPC_URL"))))
+            .arg(format!(
+                "grpc=0:127.0.0.1:{}:tcp",
+                port_of(var("CF2BQ_BQ_GRPC_URL"))
+            ))
             .arg("--stall-ms")
             .arg("800");
         for f in &faults.proxy {
@@ -639,13 +664,21 @@ impl<'a> Run<'a> {
             env.retain(|(k, _)| k != name);
             env.push((name.to_string(), value));
         };
-        set(env, "AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", ports["aws"]));
+        set(
+            env,
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", ports["aws"]),
+        );
         set(
             env,
             "CF2BQ_BQ_REST_URL",
             format!("http://127.0.0.1:{}/bigquery/v2", ports["rest"]),
         );
-        set(env, "CF2BQ_BQ_GRPC_URL", format!("http://127.0.0.1:{}", ports["grpc"]));
+        set(
+            env,
+            "CF2BQ_BQ_GRPC_URL",
+            format!("http://127.0.0.1:{}", ports["grpc"]),
+        );
         child
     }
 
@@ -673,14 +706,19 @@ impl<'a> Run<'a> {
             let mut is_lost = false;
             let mut is_duplicated = false;
             for (suffix, &want) in &object.expected {
-                let got = found.remove(&(suffix.clone(), object.uri.clone())).unwrap_or(0);
+                let got = found
+                    .remove(&(suffix.clone(), object.uri.clone()))
+                    .unwrap_or(0);
                 if got < want {
                     is_lost = true;
                 } else if got > want {
                     is_duplicated = true;
                 }
                 if got != want {
-                    self.log.push(format!("{} in {suffix}: {got} rows, {want} expected", object.uri));
+                    self.log.push(format!(
+                        "{} in {suffix}: {got} rows, {want} expected",
+                        object.uri
+                    ));
                 }
             }
             let stray: Vec<_> = found
@@ -690,8 +728,10 @@ impl<'a> Run<'a> {
                 .collect();
             for ((suffix, _), got) in stray {
                 is_duplicated = true;
-                self.log
-                    .push(format!("{} in {suffix}: {got} rows, none expected", object.uri));
+                self.log.push(format!(
+                    "{} in {suffix}: {got} rows, none expected",
+                    object.uri
+                ));
             }
             lost += u64::from(is_lost);
             duplicated += u64::from(is_duplicated);
