@@ -20,9 +20,16 @@ scripts/stack.sh up
 trap 'scripts/stack.sh down' EXIT
 eval "$(scripts/stack.sh env)"
 
+step "the fault proxy's own tests"
+cargo test -p cf2bq-faultproxy --quiet
+
 step "integration tests against moto + bqemulator"
 cargo build --quiet --bin cf2bq --bin ingest --features cf2bq-shared/fault-injection
+cargo build --quiet -p cf2bq-faultproxy -p cf2bq-tests --bins
 cargo test -p cf2bq-tests --quiet -- --test-threads 2 --skip peak_memory
+
+step "exactly-once fault campaign, short (make chaos runs 1000)"
+CF2BQ_STACK_STARTED=1 RUNS=${CHAOS_RUNS:-50} scripts/chaos.sh
 
 step "flat memory while ingesting a 210 MiB object (alone: it loads the emulator hard)"
 cargo test -p cf2bq-tests --quiet --test pipeline -- peak_memory

@@ -307,3 +307,44 @@ async fn a_resume_after_the_streams_expired_stages_the_uncommitted_tables_again(
         assert!(out.contains("AlreadyDone"), "{point}: {out}");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_object_answered_with_403_is_acknowledged_not_dead_lettered() {
+    let h = Harness::new("deleted403").await;
+    let bucket = h.bucket("logs").await;
+    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.del40301.gz";
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let announced = h.announced(&bucket, key).await;
+    h.s3.delete_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    // Real S3 answers 403, not 404, for a missing key to a role without s3:ListBucket.
+    let proxy = cf2bq_tests::FaultProxy::start(1, &["aws:not_found_as_403=1"]);
+    let event =
+        cf2bq_tests::sqs_event(&[
+            shared::event::s3_notification(&announced, "ObjectCreated:Put").to_string(),
+        ]);
+    let event_file = std::env::temp_dir().join(cf2bq_tests::unique("event403"));
+    std::fs::write(&event_file, event).unwrap();
+    let (ok, stdout, stderr, _) = h.run_binary_with(
+        "ingest",
+        &["--invoke", event_file.to_str().unwrap()],
+        &proxy.env(),
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let response: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        response["batchItemFailures"],
+        serde_json::json!([]),
+        "a deleted object is acknowledged:\n{stderr}"
+    );
+    assert!(stderr.contains("object is gone"), "{stderr}");
+    // The CLI path (HeadObject, no ETag known) says the same.
+    let uri = format!("s3://{bucket}/{key}");
+    let (ok, stdout, stderr, _) = h.run_binary_with("cf2bq", &["ingest", &uri], &proxy.env());
+    assert!(ok && stdout.contains(": Gone"), "{stdout}\n{stderr}");
+    assert_eq!(h.table_counts().await, BTreeMap::new());
+}

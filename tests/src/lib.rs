@@ -365,3 +365,102 @@ pub fn header_33() -> String {
         .collect();
     format!("#Version: 1.0\n#Fields: {}\n", names.join(" "))
 }
+
+/// A fault proxy (`faultproxy`) in front of the local stack, stopped when dropped.
+pub struct FaultProxy {
+    child: std::process::Child,
+    /// Environment overrides pointing a binary at the proxy instead of the emulators.
+    pub env: Vec<(String, String)>,
+}
+
+impl FaultProxy {
+    /// Starts one with `--fault` specs such as `aws:not_found_as_403=1` (routes: aws, rest,
+    /// grpc). Needs the stack's environment (`make test` exports it).
+    pub fn start(seed: u64, faults: &[&str]) -> FaultProxy {
+        use std::io::BufRead;
+        let port = |var: &str| {
+            let url = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
+            url.trim_start_matches("http://")
+                .split(['/', ':'])
+                .nth(1)
+                .expect("a port")
+                .to_string()
+        };
+        let mut command = std::process::Command::new(binary_in_target("faultproxy"));
+        command.arg("--seed").arg(seed.to_string());
+        for (name, var, mode) in [
+            ("aws", "AWS_ENDPOINT_URL", "http"),
+            ("rest", "CF2BQ_BQ_REST_URL", "http"),
+            ("grpc", "CF2BQ_BQ_GRPC_URL", "tcp"),
+        ] {
+            command
+                .arg("--route")
+                .arg(format!("{name}=0:127.0.0.1:{}:{mode}", port(var)));
+        }
+        for f in faults {
+            command.arg("--fault").arg(f);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start faultproxy (make test builds it)");
+        let mut ports = BTreeMap::new();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if line == "ready" {
+                break;
+            }
+            if let Some((name, port)) = line.split_once(' ') {
+                ports.insert(name.to_string(), port.to_string());
+            }
+        }
+        let url = |name: &str| format!("http://127.0.0.1:{}", ports[name]);
+        FaultProxy {
+            child,
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), url("aws")),
+                (
+                    "CF2BQ_BQ_REST_URL".into(),
+                    format!("{}/bigquery/v2", url("rest")),
+                ),
+                ("CF2BQ_BQ_GRPC_URL".into(), url("grpc")),
+            ],
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An SQS event (what Lambda hands the ingest function) carrying these message bodies.
+pub fn sqs_event(bodies: &[String]) -> String {
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            serde_json::json!({
+                "messageId": format!("m{i}"),
+                "receiptHandle": format!("r{i}"),
+                "body": body,
+                "attributes": {},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:ingest",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
