@@ -28,8 +28,22 @@ pub enum BigQueryAuth {
     Secret(String),
     /// A service-account key JSON file.
     File(String),
+    /// Workload Identity Federation: the function's own AWS credentials are exchanged for a
+    /// Google token. The credential configuration (`"type": "external_account"`) holds no
+    /// secret. (A secret or file that turns out to hold one is used the same way.)
+    ExternalAccount(CredentialConfig),
     /// No credentials (the local emulator).
     None,
+}
+
+/// Where the external-account credential configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialConfig {
+    /// The JSON itself (`CF2BQ_GCP_CREDENTIAL_CONFIG`; the template fills it from an SSM
+    /// parameter).
+    Inline(String),
+    /// A JSON file (`GOOGLE_APPLICATION_CREDENTIALS`).
+    File(String),
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +68,8 @@ pub struct Config {
     pub create_ahead_days: u32,
     pub lookback_days: u32,
     pub stale_hours: u32,
+    /// A keeper problem that stays open is alerted again after this many hours (0 = every run).
+    pub alert_repeat_hours: u32,
     /// Target size of one AppendRows request (BigQuery's limit is 10 MB).
     pub batch_bytes: usize,
     pub max_line_bytes: usize,
@@ -72,26 +88,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
         let or = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
-        let auth = match get("CF2BQ_BQ_AUTH").as_deref() {
-            Some("none") => BigQueryAuth::None,
-            Some("secret") => BigQueryAuth::Secret(required("CF2BQ_GCP_SA_SECRET_ID")?),
-            Some("file") => BigQueryAuth::File(required("GOOGLE_APPLICATION_CREDENTIALS")?),
-            None => match (
-                get("CF2BQ_GCP_SA_SECRET_ID"),
-                get("GOOGLE_APPLICATION_CREDENTIALS"),
-            ) {
-                (Some(secret), _) => BigQueryAuth::Secret(secret),
-                (None, Some(file)) => BigQueryAuth::File(file),
-                (None, None) => return Err(ConfigError::Missing("CF2BQ_GCP_SA_SECRET_ID")),
-            },
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "CF2BQ_BQ_AUTH",
-                    value: other.to_string(),
-                    why: "expected secret, file or none".into(),
-                })
-            }
-        };
+        let auth = bigquery_auth(&get)?;
         let layout = match or("CF2BQ_TABLE_LAYOUT", "sharded").as_str() {
             "sharded" => Layout::Sharded {
                 prefix: or("CF2BQ_TABLE_PREFIX", "cloudfront_"),
@@ -131,6 +128,8 @@ impl Config {
             create_ahead_days: number(&get, "CF2BQ_CREATE_AHEAD_DAYS")?.unwrap_or(1),
             lookback_days: number(&get, "CF2BQ_LOOKBACK_DAYS")?.unwrap_or(7),
             stale_hours: number(&get, "CF2BQ_STALE_HOURS")?.unwrap_or(3),
+            alert_repeat_hours: number(&get, "CF2BQ_ALERT_REPEAT_HOURS")?
+                .unwrap_or(crate::keeper::alerts::DEFAULT_REPEAT_HOURS),
             batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(DEFAULT_BATCH_BYTES),
             max_line_bytes: number(&get, "CF2BQ_MAX_LINE_BYTES")?
                 .unwrap_or(crate::cloudfront::DEFAULT_MAX_LINE_BYTES),
@@ -142,6 +141,81 @@ impl Config {
             ),
         })
     }
+}
+
+const CREDENTIAL_CONFIG: &str = "CF2BQ_GCP_CREDENTIAL_CONFIG";
+
+fn bigquery_auth(get: &impl Fn(&str) -> Option<String>) -> Result<BigQueryAuth, ConfigError> {
+    let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+    let inline = || {
+        get(CREDENTIAL_CONFIG)
+            .map(|json| check_external_account(&json).map(|()| CredentialConfig::Inline(json)))
+            .transpose()
+    };
+    Ok(match get("CF2BQ_BQ_AUTH").as_deref() {
+        Some("none") => BigQueryAuth::None,
+        Some("secret") => BigQueryAuth::Secret(required("CF2BQ_GCP_SA_SECRET_ID")?),
+        Some("file") => BigQueryAuth::File(required("GOOGLE_APPLICATION_CREDENTIALS")?),
+        Some("external_account") => BigQueryAuth::ExternalAccount(
+            match (inline()?, get("GOOGLE_APPLICATION_CREDENTIALS")) {
+                (Some(config), _) => config,
+                (None, Some(file)) => CredentialConfig::File(file),
+                (None, None) => return Err(ConfigError::Missing(CREDENTIAL_CONFIG)),
+            },
+        ),
+        None => match (
+            inline()?,
+            get("CF2BQ_GCP_SA_SECRET_ID"),
+            get("GOOGLE_APPLICATION_CREDENTIALS"),
+        ) {
+            (Some(config), _, _) => BigQueryAuth::ExternalAccount(config),
+            // The secret or file may hold an external_account config: decided when read.
+            (None, Some(secret), _) => BigQueryAuth::Secret(secret),
+            (None, None, Some(file)) => BigQueryAuth::File(file),
+            (None, None, None) => return Err(ConfigError::Missing("CF2BQ_GCP_SA_SECRET_ID")),
+        },
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "CF2BQ_BQ_AUTH",
+                value: other.to_string(),
+                why: "expected secret, file, external_account or none".into(),
+            })
+        }
+    })
+}
+
+/// `CF2BQ_GCP_CREDENTIAL_CONFIG` must be an external-account configuration. Its value is never
+/// echoed: a service-account key pasted there by mistake must not reach the logs.
+fn check_external_account(json: &str) -> Result<(), ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        name: CREDENTIAL_CONFIG,
+        value: "(not shown)".into(),
+        why,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some("external_account") => {}
+        Some("service_account") => {
+            return Err(invalid(
+                "this is a service-account key (a secret): store it in Secrets Manager and set \
+                 CF2BQ_GCP_SA_SECRET_ID, or generate a keyless configuration with \
+                 `gcloud iam workload-identity-pools create-cred-config --aws`"
+                    .into(),
+            ))
+        }
+        other => {
+            return Err(invalid(format!(
+                "\"type\" is {other:?}, expected \"external_account\""
+            )))
+        }
+    }
+    for field in ["audience", "token_url", "credential_source"] {
+        if value.get(field).is_none() {
+            return Err(invalid(format!("no \"{field}\"")));
+        }
+    }
+    Ok(())
 }
 
 fn number<T: std::str::FromStr>(
@@ -220,5 +294,79 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.bigquery.auth, BigQueryAuth::File("/k.json".into()));
+    }
+
+    const WIF: &str = r#"{"type": "external_account",
+        "audience": "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/cf2bq/providers/aws",
+        "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"environment_id": "aws1",
+            "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"}}"#;
+
+    #[test]
+    fn external_account_from_the_environment_or_a_file() {
+        let base = [("CF2BQ_BQ_PROJECT", "p"), ("CF2BQ_BQ_DATASET", "d")];
+        // Chosen by the presence of the inline config, even next to a secret id.
+        let c = config(&[
+            base[0],
+            base[1],
+            ("CF2BQ_GCP_CREDENTIAL_CONFIG", WIF),
+            ("CF2BQ_GCP_SA_SECRET_ID", "arn:s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.bigquery.auth,
+            BigQueryAuth::ExternalAccount(CredentialConfig::Inline(WIF.into()))
+        );
+        let c = config(&[
+            base[0],
+            base[1],
+            ("CF2BQ_BQ_AUTH", "external_account"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/wif.json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.bigquery.auth,
+            BigQueryAuth::ExternalAccount(CredentialConfig::File("/wif.json".into()))
+        );
+        let missing = config(&[base[0], base[1], ("CF2BQ_BQ_AUTH", "external_account")]);
+        assert!(matches!(
+            missing,
+            Err(ConfigError::Missing("CF2BQ_GCP_CREDENTIAL_CONFIG"))
+        ));
+    }
+
+    #[test]
+    fn a_key_in_the_credential_config_variable_is_refused_without_echoing_it() {
+        let base = [("CF2BQ_BQ_PROJECT", "p"), ("CF2BQ_BQ_DATASET", "d")];
+        let key =
+            r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBg"}"#;
+        let err = config(&[base[0], base[1], ("CF2BQ_GCP_CREDENTIAL_CONFIG", key)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CF2BQ_GCP_CREDENTIAL_CONFIG"), "{err}");
+        assert!(err.contains("service-account key"), "{err}");
+        assert!(!err.contains("MIIEvQIBADANBg"), "{err}");
+        for (bad, why) in [
+            ("{not json", "not JSON"),
+            (
+                r#"{"type": "authorized_user"}"#,
+                "expected \"external_account\"",
+            ),
+            (
+                r#"{"type": "external_account", "audience": "a"}"#,
+                "no \"token_url\"",
+            ),
+        ] {
+            let err = config(&[
+                base[0],
+                base[1],
+                ("CF2BQ_BQ_AUTH", "external_account"),
+                ("CF2BQ_GCP_CREDENTIAL_CONFIG", bad),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }
