@@ -11,11 +11,22 @@ fn emit(function: &str, metrics: &[(&str, f64, &str)], extra: Map<String, Value>
     if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() {
         return;
     }
+    let doc = document(function, metrics, extra, crate::clock::now_micros() / 1000);
+    println!("{doc}");
+}
+
+/// One EMF document: the metrics (name, value, unit) of `function` at `timestamp_millis`.
+fn document(
+    function: &str,
+    metrics: &[(&str, f64, &str)],
+    extra: Map<String, Value>,
+    timestamp_millis: i64,
+) -> Value {
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
         json!({
-            "Timestamp": crate::clock::now_micros() / 1000,
+            "Timestamp": timestamp_millis,
             "CloudWatchMetrics": [{
                 "Namespace": "cf2bq",
                 "Dimensions": [["Function"]],
@@ -28,7 +39,7 @@ fn emit(function: &str, metrics: &[(&str, f64, &str)], extra: Map<String, Value>
         doc.insert((*name).into(), json!(value));
     }
     doc.extend(extra);
-    println!("{}", Value::Object(doc));
+    Value::Object(doc)
 }
 
 /// Per object: rows, bytes, rejected lines, lag from the newest request to now.
@@ -56,11 +67,21 @@ pub fn object(report: &ObjectReport) {
     emit("ingest", &metrics, extra);
 }
 
-/// An object that failed (it will be retried, then dead-lettered).
+/// An object that failed (it will be retried, then dead-lettered): `ObjectsFailed` (Count),
+/// the metric the `ObjectsFailedAlarm` in `infra/cf2bq.yaml` watches. Per-object failures are
+/// partial batch failures, so Lambda's own `Errors` metric stays at 0 for them.
 pub fn object_failed(object: &str) {
+    let (metrics, extra) = failed(object);
+    emit("ingest", &metrics, extra);
+}
+
+/// (name, value, unit).
+type Metric = (&'static str, f64, &'static str);
+
+fn failed(object: &str) -> (Vec<Metric>, Map<String, Value>) {
     let mut extra = Map::new();
     extra.insert("object".into(), json!(object));
-    emit("ingest", &[("ObjectsFailed", 1.0, "Count")], extra);
+    (vec![("ObjectsFailed", 1.0, "Count")], extra)
 }
 
 /// Per keeper run: findings, missing tables, hours since the last row.
@@ -74,4 +95,28 @@ pub fn keeper(report: &KeeperReport) {
         metrics.push(("HoursSinceLastRow", hours, "None"));
     }
     emit("table-keeper", &metrics, Map::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `ObjectsFailed` alarm depends on: namespace, metric name, unit and the
+    /// `Function=ingest` dimension.
+    #[test]
+    fn a_failed_object_counts_in_objects_failed() {
+        let (metrics, extra) = failed("s3://logs/cf/a.gz");
+        let doc = document("ingest", &metrics, extra, 1_700_000_000_000);
+        let spec = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(spec["Namespace"], "cf2bq");
+        assert_eq!(spec["Dimensions"], json!([["Function"]]));
+        assert_eq!(
+            spec["Metrics"],
+            json!([{"Name": "ObjectsFailed", "Unit": "Count"}])
+        );
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+        assert_eq!(doc["Function"], "ingest");
+        assert_eq!(doc["ObjectsFailed"], 1.0);
+        assert_eq!(doc["object"], "s3://logs/cf/a.gz");
+    }
 }
