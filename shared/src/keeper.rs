@@ -1,6 +1,9 @@
 //! The table keeper: tables exist before their day starts, a missing one is noticed (and
 //! created, so late logs have a home), older tables gain new columns, and a silence in the
-//! data is alerted. Run on a schedule; an all-clear sends nothing.
+//! data is alerted. Run on a schedule; [`alerts`] decides which runs send a message (a new
+//! problem, a reminder, a resolution) and remembers the open problems between runs.
+
+pub mod alerts;
 
 use std::collections::BTreeMap;
 
@@ -232,6 +235,8 @@ pub fn today() -> i32 {
 }
 
 /// Publishes the alert for `report` to `topic_arn` if it has problems; returns whether it did.
+/// Every call with problems alerts: the keeper function goes through [`alerts::notify`],
+/// which remembers what it already said.
 pub async fn alert(
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
@@ -242,6 +247,17 @@ pub async fn alert(
         return Ok(false);
     }
     let (subject, body) = alert_text(report, dataset);
+    publish(sns, topic_arn, subject, body).await?;
+    Ok(true)
+}
+
+/// Publishes one message to `topic_arn`.
+pub async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    subject: String,
+    body: String,
+) -> Result<(), String> {
     sns.publish()
         .topic_arn(topic_arn)
         .subject(subject)
@@ -254,7 +270,7 @@ pub async fn alert(
                 crate::bigquery::auth::aws_error(&e)
             )
         })?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! The table keeper Lambda, run on a schedule: tables created ahead, missing tables and
-//! stale data alerted to SNS. `table-keeper --once` runs it once outside Lambda.
+//! stale data alerted to SNS — once when a problem starts, as a reminder every
+//! `CF2BQ_ALERT_REPEAT_HOURS`, and when it is resolved (state kept in the ledger table).
+//! `table-keeper --once` runs it once outside Lambda.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::bigquery::BigQuery;
+use shared::keeper::alerts::{self, AlertStore};
 use shared::keeper::{self, KeeperOptions};
 use shared::Config;
 
@@ -11,6 +14,7 @@ struct Keeper {
     config: Config,
     bq: BigQuery,
     sns: aws_sdk_sns::Client,
+    alerts: AlertStore,
 }
 
 #[tokio::main]
@@ -21,6 +25,15 @@ async fn main() -> Result<(), Error> {
     let keeper = Keeper {
         bq: BigQuery::connect(&config.bigquery, &aws).await?,
         sns: aws_sdk_sns::Client::new(&aws),
+        alerts: AlertStore::new(
+            &aws,
+            &config.ledger_table,
+            alerts::state_key(
+                &config.bigquery.project,
+                &config.bigquery.dataset,
+                &config.layout,
+            ),
+        ),
         config,
     };
     if std::env::args().any(|a| a == "--once") {
@@ -32,26 +45,31 @@ async fn main() -> Result<(), Error> {
 
 async fn run(keeper: &Keeper) -> Result<Value, Error> {
     let options = KeeperOptions::from_config(&keeper.config, true);
-    let report = keeper::run(
-        &keeper.bq,
-        &options,
-        keeper::today(),
-        shared::clock::now_micros(),
-    )
-    .await?;
+    let now = shared::clock::now_micros();
+    let report = keeper::run(&keeper.bq, &options, keeper::today(), now).await?;
     shared::metrics::keeper(&report);
-    let alerted = match &keeper.config.alert_topic_arn {
+    let notice = match &keeper.config.alert_topic_arn {
         Some(topic) => {
-            keeper::alert(&keeper.sns, topic, &report, &keeper.config.bigquery.dataset).await?
+            alerts::notify(
+                &keeper.sns,
+                topic,
+                &keeper.alerts,
+                &report,
+                &keeper.config.bigquery.dataset,
+                keeper.config.alert_repeat_hours,
+                now,
+            )
+            .await?
         }
-        None => false,
+        None => None,
     };
     tracing::info!(
         missing = ?report.missing,
         created_ahead = ?report.created_ahead,
         patched = ?report.patched,
         stale = report.stale,
-        alerted,
+        notice = ?notice,
+        alert_state = keeper.alerts.key(),
         "keeper run done"
     );
     Ok(serde_json::to_value(&report)?)
