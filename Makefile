@@ -1,6 +1,6 @@
 # cf2bq — every entry point. Tools install themselves into project-local folders:
 #   .venv/        moto + bqemulator (scripts/stack.sh)
-#   .venv-lint/   cfn-lint, checkov, awscli (scripts/lint.sh)
+#   .venv-lint/   cfn-lint, checkov (scripts/lint.sh); make deploy uses the AWS CLI v2 on PATH
 #   .venv-build/  cargo-lambda + zig (make build)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help

@@ -11,13 +11,18 @@
 #           LOG_BUCKET, BQ_PROJECT, BQ_DATASET.
 # Optional (unset = template default on create, previous value on update):
 #   CREATE_BUCKET (true|false)   LOG_PREFIX            QUARANTINE_PREFIX
+#   NOTIFICATION_MODE (s3|eventbridge)                 LOG_BUCKET_ACCOUNT_ID
+#   LOG_BUCKET_KMS_KEY_ARN       QUARANTINE_EXPIRATION_DAYS
 #   TABLE_PREFIX                 TABLE_LAYOUT          PARTITIONED_TABLE
 #   GCP_SECRET_ARN               ALERT_EMAIL           KEEPER_SCHEDULE
 #   INGEST_MEMORY_MB             INGEST_TIMEOUT_SECONDS INGEST_MAX_CONCURRENCY
 #   KEEPER_MEMORY_MB             KEEPER_TIMEOUT_SECONDS LOG_RETENTION_DAYS
 #   CREATE_AHEAD_DAYS            LOOKBACK_DAYS         STALE_HOURS
+#   ALERT_REPEAT_HOURS
+#   FUNCTION_NAME_PREFIX  functions <prefix>-ingest, <prefix>-table-keeper; unset = the stack
+#                         name when it has at most 51 characters; empty = CloudFormation names
 #   INGEST_ZIP, KEEPER_ZIP (other zip paths), AWS_REGION / AWS_PROFILE (usual AWS CLI
-#   settings), AWS_ENDPOINT_URL (an emulator; passed as --endpoint-url, which CLI v1 needs).
+#   settings), AWS_ENDPOINT_URL (an emulator), AWS_CLI (the AWS CLI v2 to run; default aws).
 # Names differ from the CF2BQ_* runtime variables on purpose, so that a shell set up for
 # the local stack cannot leak emulator values into a real deployment.
 set -euo pipefail
@@ -32,10 +37,23 @@ for z in "$INGEST_ZIP" "$KEEPER_ZIP"; do
     [[ -s $z ]] || die "$z not found: run 'make build' first"
 done
 
-scripts/lint.sh --setup # the AWS CLI lives in .venv-lint/
-# CLI v1 reads only AWS_DEFAULT_REGION; accept the AWS_REGION the rest of the project uses.
-if [[ -z ${AWS_DEFAULT_REGION:-} && -n ${AWS_REGION:-} ]]; then export AWS_DEFAULT_REGION=$AWS_REGION; fi
-aws() { .venv-lint/bin/aws ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} "$@"; }
+# The AWS CLI v2 (v1 is in maintenance mode, and not what docs/deploy.md describes).
+AWS_CLI=${AWS_CLI:-aws}
+version=$("$AWS_CLI" --version 2>&1) ||
+    die "'$AWS_CLI' not found: install the AWS CLI v2 (docs/deploy.md, Prerequisites)"
+[[ $version == aws-cli/2.* ]] ||
+    die "'$AWS_CLI' is $version; make deploy needs the AWS CLI v2 (docs/deploy.md, Prerequisites)"
+aws() { "$AWS_CLI" "$@"; } # v2 reads AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL itself
+
+# The stack's own S3 notification takes one prefix (CloudFormation cannot add one
+# destination per list entry); several prefixes need the EventBridge mode.
+if [[ ${CREATE_BUCKET:-true} == true && ${NOTIFICATION_MODE:-s3} == s3 && ${LOG_PREFIX:-} == *,* ]]; then
+    die "LOG_PREFIX '$LOG_PREFIX' holds several prefixes: the bucket's S3 notification filters on one; set NOTIFICATION_MODE=eventbridge (or CREATE_BUCKET=false for an existing bucket)"
+fi
+# Function names: the stack name when it fits (<stack>-table-keeper within Lambda's 64).
+if [[ -z ${FUNCTION_NAME_PREFIX+x} && ${#STACK_NAME} -le 51 ]]; then
+    FUNCTION_NAME_PREFIX=$STACK_NAME
+fi
 
 # Upload a zip as <prefix>/<name>-<sha256>.zip unless that key is already there.
 upload() {
@@ -57,6 +75,11 @@ add CreateBucket CREATE_BUCKET
 add LogBucketName LOG_BUCKET
 add LogKeyPrefix LOG_PREFIX
 add QuarantinePrefix QUARANTINE_PREFIX
+add QuarantineExpirationDays QUARANTINE_EXPIRATION_DAYS
+add NotificationMode NOTIFICATION_MODE
+add LogBucketAccountId LOG_BUCKET_ACCOUNT_ID
+add LogBucketKmsKeyArn LOG_BUCKET_KMS_KEY_ARN
+add FunctionNamePrefix FUNCTION_NAME_PREFIX
 add BigQueryProject BQ_PROJECT
 add BigQueryDataset BQ_DATASET
 add TablePrefix TABLE_PREFIX
@@ -74,9 +97,9 @@ add LogRetentionDays LOG_RETENTION_DAYS
 add CreateAheadDays CREATE_AHEAD_DAYS
 add LookbackDays LOOKBACK_DAYS
 add StaleHours STALE_HOURS
+add AlertRepeatHours ALERT_REPEAT_HOURS
 
-# Templates over 51,200 bytes must go through S3 (moto cannot read it back from there,
-# so smaller ones are passed inline).
+# Templates over 51,200 bytes must go through S3.
 via_s3=()
 if (($(wc -c <infra/cf2bq.yaml) > 51200)); then
     via_s3=(--s3-bucket "$ARTIFACT_BUCKET" --s3-prefix "cf2bq/$STACK_NAME")

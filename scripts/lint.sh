@@ -6,7 +6,7 @@
 # rebuilt only when that file changes (its sha256 is stamped in the venv).
 #
 # usage: scripts/lint.sh            # set up the venv if needed, run both checks
-#        scripts/lint.sh --setup    # only set up the venv (scripts/deploy.sh uses its aws)
+#        scripts/lint.sh --setup    # only set up the venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
