@@ -4,8 +4,9 @@
 #   target/lambda-arm64/table-keeper/bootstrap.zip      (scripts/deploy.sh reads these)
 #
 # Tools install themselves project-locally:
-#   .venv-build/   cargo-lambda + zig from requirements-build.txt; rebuilt only when that
-#                  file (or the Python version) changes: its hash is stamped in the venv.
+#   .venv-build/   cargo-lambda + zig from requirements-build.txt, pinned by
+#                  constraints-build.txt; rebuilt only when one of them (or the Python
+#                  version) changes: their hash is stamped in the venv.
 #   rustup target  aarch64-unknown-linux-gnu, added if missing.
 #
 # Only the two function packages are built (-p ingest -p table-keeper), never the whole
@@ -23,6 +24,7 @@ cd "$ROOT"
 
 VENV=$ROOT/.venv-build
 REQ=requirements-build.txt
+CONSTRAINTS=constraints-build.txt
 STAMP=$VENV/.requirements.sha256
 PYTHON=${PYTHON:-python3}
 RUST_TARGET=aarch64-unknown-linux-gnu
@@ -33,13 +35,13 @@ say() { echo "build: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # --- tools -------------------------------------------------------------------------------
-want=$({ sha256sum "$REQ"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
+want=$({ sha256sum "$REQ" "$CONSTRAINTS"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
 if [[ ! -x $VENV/bin/cargo-lambda || "$(cat "$STAMP" 2>/dev/null)" != "$want" ]]; then
     say "installing $REQ into ${VENV#"$ROOT"/}/"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     log=$(mktemp)
-    if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" >"$log" 2>&1; then
+    if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" -c "$CONSTRAINTS" >"$log" 2>&1; then
         cat "$log" >&2; rm -f "$log"
         die "pip install failed"
     fi

@@ -2,8 +2,9 @@
 # Static checks of the CloudFormation templates in infra/:
 #   cfn-lint  - schema, intrinsic functions, best practices
 #   checkov   - security misconfigurations (suppressions live in the template, each with a reason)
-# Tools come from a project-local venv .venv-lint/ built from requirements-lint.txt; it is
-# rebuilt only when that file changes (its sha256 is stamped in the venv).
+# Tools come from a project-local venv .venv-lint/ built from requirements-lint.txt with every
+# transitive package pinned by constraints-lint.txt; it is rebuilt only when one of them (or
+# the Python version) changes (their sha256 is stamped in the venv).
 #
 # usage: scripts/lint.sh            # set up the venv if needed, run both checks
 #        scripts/lint.sh --setup    # only set up the venv
@@ -12,16 +13,17 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv-lint
 REQ=requirements-lint.txt
+CONSTRAINTS=constraints-lint.txt
 STAMP=$VENV/.requirements.sha256
 PYTHON=${PYTHON:-python3}
 
-want=$({ sha256sum "$REQ"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
+want=$({ sha256sum "$REQ" "$CONSTRAINTS"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
 if [[ ! -x $VENV/bin/python || "$(cat "$STAMP" 2>/dev/null)" != "$want" ]]; then
-    echo "lint: installing $REQ into $VENV/"
+    echo "lint: installing $REQ (pinned by $CONSTRAINTS) into $VENV/"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     log=$(mktemp)
-    if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" >"$log" 2>&1; then
+    if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" -c "$CONSTRAINTS" >"$log" 2>&1; then
         cat "$log" >&2; rm -f "$log"
         echo "lint: pip install failed" >&2
         exit 1

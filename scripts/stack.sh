@@ -21,6 +21,8 @@ STACK=$ROOT/.stack
 # pre-install spatial there so it never tries to download it (no network here).
 BQHOME=$STACK/bqhome
 REQ=requirements-stack.txt
+# Every transitive package pinned (scripts/freeze-constraints.sh).
+CONSTRAINTS=constraints-stack.txt
 TIMEOUT=${CF2BQ_STACK_TIMEOUT:-60}
 
 export CF2BQ_MOTO_PORT=${CF2BQ_MOTO_PORT:-5055}
@@ -123,15 +125,17 @@ wait_ready() {
 bootstrap() { "$VENV/bin/python" scripts/stack_bootstrap.py "$@"; }
 
 cmd_install() {
-  # The stamp holds the hash of the requirements file: re-install only when it changes.
-  local want; want=$(sha256sum "$REQ" | cut -d' ' -f1)
+  # The stamp holds the hash of the requirements and constraints files: pip runs only when
+  # one of them changes (and then needs no network for what is already installed).
+  local want pins; want=$(sha256sum "$REQ" | cut -d' ' -f1)
+  pins=$(cat "$REQ" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)
   [[ -x $VENV/bin/pip ]] || { say "creating $VENV"; python3 -m venv "$VENV"; }
-  if [[ $(cat "$VENV/.stack-stamp" 2>/dev/null) != "$want" ]]; then
-    say "pip install -r $REQ (about 90 s the first time)"
-    "$VENV/bin/pip" install --progress-bar off -r "$REQ" >&2
-    echo "$want" >"$VENV/.stack-stamp"
+  if [[ $(cat "$VENV/.stack-stamp" 2>/dev/null) != "$pins" ]]; then
+    say "pip install -r $REQ -c $CONSTRAINTS (about 90 s the first time)"
+    "$VENV/bin/pip" install --progress-bar off -r "$REQ" -c "$CONSTRAINTS" >&2
+    echo "$pins" >"$VENV/.stack-stamp"
   fi
-  # Same stamp for the spatial extension: a new duckdb pin needs a matching extension.
+  # The requirements' hash for the spatial extension: a new duckdb pin needs a matching one.
   if [[ $(cat "$BQHOME/.spatial-stamp" 2>/dev/null) != "$want" ]] ||
     ! compgen -G "$BQHOME/.duckdb/extensions/*/*/spatial.duckdb_extension" >/dev/null; then
     mkdir -p "$BQHOME"
