@@ -341,3 +341,66 @@ async fn the_partitioned_layout_end_to_end() {
     assert_eq!(checked.tables.len(), 1, "one table holds every day");
     assert_eq!(checked.tables[0].rows, Some(3));
 }
+
+/// The keeper Lambda's alerting (`keeper::alerts::notify`) against moto: the state survives
+/// between runs in the ledger table, so a problem is alerted once, reminded after the repeat
+/// period, and cleared once.
+#[tokio::test]
+async fn alerts_are_remembered_between_runs() {
+    use shared::keeper::alerts::{self, AlertState, AlertStore, NoticeKind};
+    use shared::keeper::KeeperReport;
+
+    let h = Harness::new("keeper_alert_state").await;
+    let inbox = alerts(&h).await;
+    let sns = aws_sdk_sns::Client::new(&h.aws);
+    let key = alerts::state_key(&h.config.bigquery.project, &h.bq.dataset, &sharded());
+    let store = AlertStore::new(&h.aws, &h.config.ledger_table, key);
+    let t0 = shared::clock::now_micros();
+    let stale = KeeperReport {
+        checked_at_micros: t0,
+        last_ingest_micros: Some(t0 - 5 * HOUR),
+        stale: true,
+        stale_hours: 3,
+        ..Default::default()
+    };
+    let fresh = KeeperReport {
+        stale: false,
+        last_ingest_micros: Some(t0),
+        ..stale.clone()
+    };
+    let ds = h.bq.dataset.clone();
+    let runs = [
+        (&stale, t0, Some(NoticeKind::Alert)),
+        (&stale, t0 + HOUR, None),
+        (&stale, t0 + 24 * HOUR, Some(NoticeKind::Reminder)),
+        (&stale, t0 + 25 * HOUR, None),
+        (&fresh, t0 + 26 * HOUR, Some(NoticeKind::AllClear)),
+        (&fresh, t0 + 27 * HOUR, None),
+    ];
+    for (i, (report, now, want)) in runs.into_iter().enumerate() {
+        let sent = alerts::notify(&sns, &inbox.topic, &store, report, &ds, 24, now)
+            .await
+            .unwrap();
+        assert_eq!(sent, want, "run {i}");
+        if i == 0 {
+            let kept = store.load().await.unwrap();
+            assert_eq!(kept.open["stale"].since_micros, t0);
+        }
+    }
+    assert_eq!(store.load().await.unwrap(), AlertState::default());
+
+    let mut subjects: Vec<String> = received(&h, &inbox.queue)
+        .await
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            format!("cf2bq ALERT ({ds}): no data for 5 h"),
+            format!("cf2bq ALL CLEAR ({ds}): no new rows for 5 h (threshold 3 h)"),
+            format!("cf2bq REMINDER ({ds}): no data for 5 h"),
+        ]
+    );
+}
