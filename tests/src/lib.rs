@@ -10,6 +10,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use shared::bigquery::BigQuery;
 use shared::Config;
 
+pub mod google_standin;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique lowercase name for this test run.

@@ -225,7 +225,7 @@ impl Federated {
             .access_token()
             .await
             .map(|t| t.token)
-            .map_err(|e| self.federation.explain(&e.to_string()))
+            .map_err(|e| self.federation.explain(&aws_error(&e)))
     }
 }
 
@@ -318,13 +318,17 @@ impl Federation {
     }
 }
 
-/// The most useful text of an AWS SDK error (the service's message, not just "service error").
+/// The most useful text of an AWS SDK error (the service's message, not just "service error"),
+/// or of any error with sources.
 pub fn aws_error<E: std::error::Error + 'static>(e: &E) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text
