@@ -86,6 +86,8 @@ add TablePrefix TABLE_PREFIX
 add TableLayout TABLE_LAYOUT
 add PartitionedTableName PARTITIONED_TABLE
 add GcpServiceAccountSecretArn GCP_SECRET_ARN
+add BigQueryAuth BQ_AUTH
+add GcpCredentialConfigParameter GCP_CREDENTIAL_CONFIG_PARAMETER
 add AlertEmail ALERT_EMAIL
 add KeeperSchedule KEEPER_SCHEDULE
 add IngestMemoryMB INGEST_MEMORY_MB
@@ -114,5 +116,10 @@ aws cloudformation deploy \
 
 aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
     --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text
-echo "deploy: done. If GcpServiceAccountSecretArn is the stack's own secret, put the key in it" \
-     "(docs/deploy.md, 'Store the key')."
+if [[ ${BQ_AUTH:-secret} == external_account ]]; then
+    echo "deploy: done. Keyless: bind IngestRoleArn and KeeperRoleArn on the Google side" \
+         "(docs/deploy.md, 'Keyless: Workload Identity Federation')."
+else
+    echo "deploy: done. If GcpServiceAccountSecretArn is the stack's own secret, put the key in it" \
+         "(docs/deploy.md, 'Store the key')."
+fi
