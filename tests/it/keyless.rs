@@ -90,6 +90,23 @@ fn ingest_keyless(
     relay: &RecordingRelay,
     objects: &[String],
 ) -> (bool, String, String) {
+    ingest_keyless_with(
+        h,
+        &[
+            ("CF2BQ_BQ_AUTH", "external_account"),
+            ("CF2BQ_GCP_CREDENTIAL_CONFIG", config),
+        ],
+        relay,
+        objects,
+    )
+}
+
+fn ingest_keyless_with(
+    h: &Harness,
+    auth: &[(&str, &str)],
+    relay: &RecordingRelay,
+    objects: &[String],
+) -> (bool, String, String) {
     let rest_url = format!("http://{}/bigquery/v2", relay.addr);
     let mut args = vec!["ingest"];
     args.extend(objects.iter().map(String::as_str));
@@ -101,11 +118,13 @@ fn ingest_keyless(
         "cf2bq",
         &args,
         &[
-            ("CF2BQ_BQ_AUTH", "external_account"),
-            ("CF2BQ_GCP_CREDENTIAL_CONFIG", config),
-            ("CF2BQ_BQ_REST_URL", &rest_url),
-            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
-        ],
+            auth,
+            &[
+                ("CF2BQ_BQ_REST_URL", &rest_url),
+                ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+            ],
+        ]
+        .concat(),
     );
     (ok, stdout, stderr)
 }
@@ -202,4 +221,36 @@ async fn a_refused_exchange_names_the_pool_and_provider() {
     }
     assert!(sts.issued().is_empty());
     assert!(relay.seen().is_empty(), "nothing reached BigQuery");
+}
+
+/// No CF2BQ_BQ_AUTH: a GOOGLE_APPLICATION_CREDENTIALS file holding an external_account
+/// configuration is recognised and used keyless.
+#[tokio::test]
+async fn an_external_account_file_is_recognised_without_an_auth_mode() {
+    let h = Harness::new("keyless_file").await;
+    let sts = GoogleStandin::start(expect(vec![3600]));
+    let relay = RecordingRelay::start(rest_upstream(), Duration::ZERO);
+    let file = std::env::temp_dir().join(cf2bq_tests::unique("wif-config"));
+    std::fs::write(&file, credential_config(&sts, None)).unwrap();
+
+    let (ok, stdout, stderr) = ingest_keyless_with(
+        &h,
+        &[
+            ("CF2BQ_BQ_AUTH", ""),
+            ("GOOGLE_APPLICATION_CREDENTIALS", file.to_str().unwrap()),
+        ],
+        &relay,
+        &objects("keyless-file"),
+    );
+    assert!(
+        ok,
+        "keyless ingest failed:\n{stdout}\n{stderr}\nrefused: {:?}",
+        sts.rejected()
+    );
+    assert_eq!(h.count("cloudfront_20260202").await, 2);
+    let issued = sts.issued();
+    assert_eq!(issued.len(), 1);
+    let seen = relay.seen();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|(_, t)| *t == issued[0].token), "{seen:?}");
 }
