@@ -339,8 +339,7 @@ mod tests {
     #[test]
     fn a_key_in_the_credential_config_variable_is_refused_without_echoing_it() {
         let base = [("CF2BQ_BQ_PROJECT", "p"), ("CF2BQ_BQ_DATASET", "d")];
-        let key =
-            r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBg"}"#;
+        let key = r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBg"}"#;
         let err = config(&[base[0], base[1], ("CF2BQ_GCP_CREDENTIAL_CONFIG", key)])
             .unwrap_err()
             .to_string();

@@ -129,14 +129,14 @@ fn ingest_keyless_with(
     (ok, stdout, stderr)
 }
 
-/// The first token lives 4 s; the relay holds BigQuery's first request 5 s, so every later
+/// The first token lives 8 s; the relay holds BigQuery's first request 9 s, so every later
 /// request falls after that expiry. The same process must then fetch a second token (the
 /// cache refreshes in the background) and use it; no request may carry an expired token.
 #[tokio::test]
 async fn federated_tokens_load_rows_and_are_refreshed_before_use_after_expiry() {
     let h = Harness::new("keyless").await;
-    let sts = GoogleStandin::start(expect(vec![4, 3600]));
-    let relay = RecordingRelay::start(rest_upstream(), Duration::from_secs(5));
+    let sts = GoogleStandin::start(expect(vec![8, 3600]));
+    let relay = RecordingRelay::start(rest_upstream(), Duration::from_secs(9));
     let config = credential_config(&sts, None);
 
     let (ok, stdout, stderr) = ingest_keyless(&h, &config, &relay, &objects("keyless"));

@@ -177,8 +177,9 @@ fn check_exchange(body: &[u8], expect: &Expect) -> Result<(), String> {
     if token.contains('{') {
         return Err("subject_token is not URL-encoded".into());
     }
-    let json: serde_json::Value = serde_json::from_str(&percent_decode(&token.replace('+', " ")))
-        .map_err(|e| format!("subject_token is not URL-encoded JSON: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&percent_decode(&token.replace('+', " ")))
+            .map_err(|e| format!("subject_token is not URL-encoded JSON: {e}"))?;
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let url = text(&json["url"]);
     let method = text(&json["method"]);
