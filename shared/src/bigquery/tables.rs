@@ -9,7 +9,7 @@ use gcp_bigquery_client::model::{
 use gcp_bigquery_client::table::ListOptions;
 
 use super::schema::{columns, table_schema};
-use super::{http_status, retry_transport, BigQuery, BigQueryError};
+use super::{rest_call, BigQuery, BigQueryError};
 use crate::route::Layout;
 
 /// What a log table should look like.
@@ -63,13 +63,11 @@ impl BigQuery {
     pub async fn ensure_dataset(&self) -> Result<(), BigQueryError> {
         let dataset =
             gcp_bigquery_client::model::dataset::Dataset::new(&self.project, &self.dataset);
-        match self.rest.dataset().create(dataset).await {
+        let call = format!("datasets.insert {}", self.dataset);
+        match rest_call(&call, || self.rest.dataset().create(dataset.clone())).await {
             Ok(_) => Ok(()),
-            Err(e) if http_status(&e) == Some(409) => Ok(()),
-            Err(e) => Err(BigQueryError::rest(
-                format!("datasets.insert {}", self.dataset),
-                e,
-            )),
+            Err(e) if e.http_status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -80,10 +78,10 @@ impl BigQuery {
                 .table()
                 .get(&self.project, &self.dataset, table, None)
         };
-        match retry_transport("tables.get", get).await {
+        match rest_call(&format!("tables.get {table}"), get).await {
             Ok(t) => Ok(Some(t)),
-            Err(e) if http_status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(BigQueryError::rest(format!("tables.get {table}"), e)),
+            Err(e) if e.http_status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -120,13 +118,11 @@ impl BigQuery {
                     fields: Some(vec!["x_host_header".into(), "sc_status".into()]),
                 });
         }
-        match retry_transport("tables.insert", || self.rest.table().create(table.clone())).await {
+        let call = format!("tables.insert {}", spec.name);
+        match rest_call(&call, || self.rest.table().create(table.clone())).await {
             Ok(_) => Ok(TableStatus::Created),
-            Err(e) if http_status(&e) == Some(409) => Ok(TableStatus::Existed),
-            Err(e) => Err(BigQueryError::rest(
-                format!("tables.insert {}", spec.name),
-                e,
-            )),
+            Err(e) if e.http_status() == Some(409) => Ok(TableStatus::Existed),
+            Err(e) => Err(e),
         }
     }
 
@@ -156,11 +152,13 @@ impl BigQuery {
             .fields
             .get_or_insert_with(Vec::new)
             .extend(missing);
-        self.rest
-            .table()
-            .patch(&self.project, &self.dataset, table, existing)
-            .await
-            .map_err(|e| BigQueryError::rest(format!("tables.patch {table}"), e))?;
+        // The same patch again is harmless: retried like a read.
+        rest_call(&format!("tables.patch {table}"), || {
+            self.rest
+                .table()
+                .patch(&self.project, &self.dataset, table, existing.clone())
+        })
+        .await?;
         Ok(names)
     }
 
@@ -178,9 +176,7 @@ impl BigQuery {
                     .table()
                     .list(&self.project, &self.dataset, options)
             };
-            let page: TableList = retry_transport("tables.list", list)
-                .await
-                .map_err(|e| BigQueryError::rest("tables.list", e))?;
+            let page: TableList = rest_call("tables.list", list).await?;
             names.extend(
                 page.tables
                     .unwrap_or_default()

@@ -1,44 +1,125 @@
 //! Storage Write API: PENDING streams written with explicit offsets, then finalized and
 //! committed atomically. Rows of a stream that is never committed are discarded by BigQuery,
 //! which is what makes a crashed attempt leave nothing behind.
+//!
+//! Every call has a deadline, and transient failures are retried in place: unary calls with
+//! [`retry::retry`], appends by reconnecting and resending every unacknowledged request at
+//! its offset (ALREADY_EXISTS for a resent offset means it was written before).
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
     append_rows_request, append_rows_response, big_query_write_client::BigQueryWriteClient,
-    storage_error,
-    write_stream, AppendRowsRequest, AppendRowsResponse, BatchCommitWriteStreamsRequest,
-    CreateWriteStreamRequest, FinalizeWriteStreamRequest, GetWriteStreamRequest, ProtoRows,
-    ProtoSchema, WriteStream,
+    storage_error::StorageErrorCode, write_stream, AppendRowsRequest, AppendRowsResponse,
+    BatchCommitWriteStreamsRequest, BatchCommitWriteStreamsResponse, CreateWriteStreamRequest,
+    FinalizeWriteStreamRequest, GetWriteStreamRequest, ProtoRows, ProtoSchema, StorageError,
+    WriteStream,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::Streaming;
+use tonic::{Code, Status, Streaming};
 
 use prost_types::DescriptorProto;
 
 use super::schema::proto_descriptor;
 use super::BigQueryError;
+use crate::retry::{self, Backoff, Transient};
 
 /// Append requests in flight on one stream before we wait for an acknowledgement.
 const MAX_IN_FLIGHT: usize = 4;
 /// BigQuery's own limit on one request, which batches must stay under.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1000 * 1000;
+/// Deadline of one unary call (CreateWriteStream, GetWriteStream, FinalizeWriteStream,
+/// BatchCommitWriteStreams).
+pub const UNARY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for one AppendRows acknowledgement (or for the call to open); longer counts
+/// as a dropped connection.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a closed AppendRows call's remaining answers are read (and discarded).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Storage Write API client: one channel, shared by every stream of the process.
 #[derive(Clone)]
 pub struct WriteApi {
     client: BigQueryWriteClient<Channel>,
     auth: Arc<dyn Authenticator>,
+    #[cfg(feature = "fault-injection")]
+    faults: Option<Arc<FaultPlan>>,
+}
+
+/// A fault the adapter can inject (fault-injection builds only; see [`FaultPlan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+enum Fault {
+    AppendDrop,
+    CommitLost,
+    UnaryUnavailable,
+}
+
+/// `limit`, or less when the invocation's deadline is nearer (at least a second).
+fn call_timeout(limit: Duration) -> Duration {
+    match retry::time_left() {
+        Some(left) => limit.min(left).max(Duration::from_secs(1)),
+        None => limit,
+    }
+}
+
+fn grpc_error(call: &str, status: Status) -> BigQueryError {
+    BigQueryError::Grpc {
+        call: call.to_string(),
+        status: Box::new(status),
+    }
 }
 
 impl WriteApi {
     /// Sets up a lazily connected channel (`http://` = plaintext, for the emulator).
+    ///
+    /// In fault-injection builds, `CF2BQ_GRPC_FAULTS` and `CF2BQ_FAULT_SEED` add a
+    /// [`FaultPlan`] (see there for the syntax).
     pub fn connect(url: &str, auth: Arc<dyn Authenticator>) -> Result<WriteApi, BigQueryError> {
+        let client = Self::client(url)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            let faults = FaultPlan::from_env().map_err(|message| BigQueryError::Connect {
+                url: url.to_string(),
+                message,
+            })?;
+            if let Some(plan) = &faults {
+                tracing::warn!(faults = %plan, "Storage Write faults injected");
+            }
+            Ok(WriteApi {
+                client,
+                auth,
+                faults: faults.map(Arc::new),
+            })
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        Ok(WriteApi { client, auth })
+    }
+
+    /// Like [`connect`](Self::connect), with the given fault plan instead of the
+    /// environment's (tests running side by side in one process; the caller keeps a handle
+    /// to read [`FaultPlan::injected`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_faults(
+        url: &str,
+        auth: Arc<dyn Authenticator>,
+        faults: Arc<FaultPlan>,
+    ) -> Result<WriteApi, BigQueryError> {
+        Ok(WriteApi {
+            client: Self::client(url)?,
+            auth,
+            faults: Some(faults),
+        })
+    }
+
+    fn client(url: &str) -> Result<BigQueryWriteClient<Channel>, BigQueryError> {
         let connect_error = |message: String| BigQueryError::Connect {
             url: url.to_string(),
             message,
@@ -62,8 +143,45 @@ impl WriteApi {
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
         }
-        Ok(WriteApi { client, auth })
+        Ok(client)
     }
+
+    /// Whether to inject `fault` now (never, without the fault-injection feature).
+    #[cfg(feature = "fault-injection")]
+    fn inject(&self, fault: Fault) -> bool {
+        self.faults.as_ref().is_some_and(|plan| plan.roll(fault))
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn inject(&self, _fault: Fault) -> bool {
+        false
+    }
+
+    /// Whether `stream` is to be treated as garbage-collected (fault-injection builds only).
+    #[cfg(feature = "fault-injection")]
+    fn expired(&self, stream: &str) -> bool {
+        self.faults
+            .as_ref()
+            .is_some_and(|plan| plan.is_expired(stream))
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn expired(&self, _stream: &str) -> bool {
+        false
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn created(&self, stream: &str) {
+        if let Some(plan) = &self.faults {
+            plan.record_created(stream);
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn created(&self, _stream: &str) {}
 
     /// A request carrying the bearer token and Google's routing header.
     async fn request<T>(
@@ -88,40 +206,101 @@ impl WriteApi {
         Ok(request)
     }
 
+    /// One unary call with a deadline, retried on transient failures within the
+    /// invocation's deadline. `send` performs the call on a client.
+    async fn unary<M, R, F, Fut>(
+        &self,
+        call: &str,
+        routing: &str,
+        message: M,
+        send: F,
+    ) -> Result<R, BigQueryError>
+    where
+        M: Clone,
+        F: Fn(BigQueryWriteClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        retry::retry(call, Backoff::STANDARD, || {
+            self.unary_once(call, routing, message.clone(), &send)
+        })
+        .await
+    }
+
+    async fn unary_once<M, R, F, Fut>(
+        &self,
+        call: &str,
+        routing: &str,
+        message: M,
+        send: &F,
+    ) -> Result<R, BigQueryError>
+    where
+        F: Fn(BigQueryWriteClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        if self.inject(Fault::UnaryUnavailable) {
+            return Err(grpc_error(
+                call,
+                Status::unavailable("injected fault: the call did not reach the service"),
+            ));
+        }
+        let mut request = self.request(message, routing).await?;
+        let timeout = call_timeout(UNARY_TIMEOUT);
+        request.set_timeout(timeout);
+        // The grpc-timeout header bounds the wait for the answer's headers; this bounds the
+        // whole call.
+        let answer = send(self.client.clone(), request);
+        match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(grpc_error(call, status)),
+            Err(_) => Err(grpc_error(
+                call,
+                Status::deadline_exceeded(format!("no answer within {} s", timeout.as_secs())),
+            )),
+        }
+    }
+
     /// Creates a PENDING stream on `table_path`. A just-created table can briefly be "not
-    /// found" to the write API: that is retried with backoff.
+    /// found" to the write API: that is retried with backoff, as are transient failures (a
+    /// stream created by a call whose answer was lost is never committed: BigQuery discards
+    /// it).
     pub async fn create_pending_stream(&self, table_path: &str) -> Result<String, BigQueryError> {
+        let call = format!("CreateWriteStream {table_path}");
+        let message = CreateWriteStreamRequest {
+            parent: table_path.to_string(),
+            write_stream: Some(WriteStream {
+                r#type: write_stream::Type::Pending as i32,
+                ..Default::default()
+            }),
+        };
         let mut delay = Duration::from_millis(250);
-        let mut attempt = 0;
+        let mut not_found = 0;
         loop {
-            attempt += 1;
-            let message = CreateWriteStreamRequest {
-                parent: table_path.to_string(),
-                write_stream: Some(WriteStream {
-                    r#type: write_stream::Type::Pending as i32,
-                    ..Default::default()
-                }),
-            };
-            let request = self
-                .request(message, &format!("parent={table_path}"))
-                .await?;
-            match self.client.clone().create_write_stream(request).await {
-                Ok(response) => return Ok(response.into_inner().name),
-                Err(status) if status.code() == tonic::Code::NotFound && attempt < 6 => {
+            let created = self
+                .unary(
+                    &call,
+                    &format!("parent={table_path}"),
+                    message.clone(),
+                    |mut client, request| async move { client.create_write_stream(request).await },
+                )
+                .await;
+            match created {
+                Ok(stream) => {
+                    self.created(&stream.name);
+                    return Ok(stream.name);
+                }
+                Err(BigQueryError::Grpc { status, .. })
+                    if status.code() == Code::NotFound && not_found < 5 =>
+                {
+                    not_found += 1;
                     tracing::debug!(
                         table = table_path,
-                        attempt,
+                        attempt = not_found,
                         "table not yet visible to the write API, retrying"
                     );
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                Err(status) => {
-                    return Err(BigQueryError::Grpc {
-                        call: format!("CreateWriteStream {table_path}"),
-                        status: Box::new(status),
-                    })
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -138,95 +317,122 @@ impl WriteApi {
             descriptor,
             stream,
             connection: None,
+            unacked: VecDeque::with_capacity(MAX_IN_FLIGHT + 1),
             next_offset: 0,
-            in_flight: 0,
             rows: 0,
+            acknowledged: 0,
         }
     }
 
-    /// Finalizes a stream (no more appends); returns its row count.
+    /// Finalizes a stream (no more appends); returns its row count. Finalizing twice is
+    /// harmless, so a lost answer is retried.
     pub async fn finalize(&self, stream: &str) -> Result<i64, BigQueryError> {
+        let call = format!("FinalizeWriteStream {stream}");
+        if self.expired(stream) {
+            return Err(grpc_error(&call, expired_status(stream)));
+        }
         let message = FinalizeWriteStreamRequest {
             name: stream.to_string(),
         };
-        let request = self.request(message, &format!("name={stream}")).await?;
         let response = self
-            .client
-            .clone()
-            .finalize_write_stream(request)
-            .await
-            .map_err(|status| BigQueryError::Grpc {
-                call: format!("FinalizeWriteStream {stream}"),
-                status: Box::new(status),
-            })?;
-        Ok(response.into_inner().row_count)
+            .unary(
+                &call,
+                &format!("name={stream}"),
+                message,
+                |mut client, request| async move { client.finalize_write_stream(request).await },
+            )
+            .await?;
+        Ok(response.row_count)
     }
 
-    /// Commits finalized streams of one table atomically.
+    /// Commits finalized streams of one table atomically. Any stream error fails the call
+    /// (see [`commit_stream`](Self::commit_stream) for one stream, classified).
     pub async fn batch_commit(
         &self,
         table_path: &str,
         streams: &[String],
     ) -> Result<(), BigQueryError> {
-        let message = BatchCommitWriteStreamsRequest {
-            parent: table_path.to_string(),
-            write_streams: streams.to_vec(),
-        };
-        let request = self
-            .request(message, &format!("parent={table_path}"))
-            .await?;
-        let response = self
-            .client
-            .clone()
-            .batch_commit_write_streams(request)
-            .await
-            .map_err(|status| BigQueryError::Grpc {
-                call: format!("BatchCommitWriteStreams {table_path}"),
-                status: Box::new(status),
-            })?
-            .into_inner();
+        let response = self.batch_commit_response(table_path, streams).await?;
         if !response.stream_errors.is_empty() || response.commit_time.is_none() {
-            let errors: Vec<String> = response
-                .stream_errors
-                .iter()
-                .map(|e| {
-                    let code = storage_error::StorageErrorCode::try_from(e.code)
-                        .map(|c| c.as_str_name().to_string())
-                        .unwrap_or_else(|_| e.code.to_string());
-                    format!("{} ({code}): {}", e.entity, e.error_message)
-                })
-                .collect();
             return Err(BigQueryError::Write {
                 call: format!("BatchCommitWriteStreams {table_path}"),
-                message: if errors.is_empty() {
+                message: if response.stream_errors.is_empty() {
                     "no commit time returned".into()
                 } else {
-                    errors.join("; ")
+                    describe(&response.stream_errors)
                 },
             });
         }
         Ok(())
     }
 
+    /// BatchCommitWriteStreams with its answer as is, retried on transient failures. A
+    /// repeat after a lost answer meets the streams already committed (stream errors).
+    async fn batch_commit_response(
+        &self,
+        table_path: &str,
+        streams: &[String],
+    ) -> Result<BatchCommitWriteStreamsResponse, BigQueryError> {
+        let expired: Vec<StorageError> = streams
+            .iter()
+            .filter(|s| self.expired(s))
+            .map(|s| StorageError {
+                code: StorageErrorCode::StreamNotFound as i32,
+                entity: s.clone(),
+                error_message: expired_status(s).message().to_string(),
+            })
+            .collect();
+        if !expired.is_empty() {
+            // Atomic: one unknown stream and nothing is committed.
+            return Ok(BatchCommitWriteStreamsResponse {
+                commit_time: None,
+                stream_errors: expired,
+            });
+        }
+        let message = BatchCommitWriteStreamsRequest {
+            parent: table_path.to_string(),
+            write_streams: streams.to_vec(),
+        };
+        self.unary(
+            &format!("BatchCommitWriteStreams {table_path}"),
+            &format!("parent={table_path}"),
+            message,
+            |mut client, request| async move {
+                let response = client.batch_commit_write_streams(request).await?;
+                let committed = response.get_ref().commit_time.is_some()
+                    && response.get_ref().stream_errors.is_empty();
+                if committed && self.inject(Fault::CommitLost) {
+                    return Err(Status::unavailable(
+                        "injected fault: the commit was applied but its answer was lost",
+                    ));
+                }
+                Ok(response)
+            },
+        )
+        .await
+    }
+
     /// Commits one finalized stream of `table_path`, telling apart "committed now", "was
-    /// already committed" (a lost response, or a resume), and "the stream is gone"
-    /// (garbage-collected after its expiry, or unknown): only the data can tell then.
+    /// already committed" (a lost answer, or a resume), and "the stream is gone"
+    /// (garbage-collected after its expiry, unknown, or in a state the service does not
+    /// explain): only the data can tell then. Transient failures are retried; one that
+    /// outlasts the retries is an error.
     pub async fn commit_stream(
         &self,
         table_path: &str,
         stream: &str,
     ) -> Result<CommitOutcome, BigQueryError> {
-        match self.batch_commit(table_path, &[stream.to_string()]).await {
-            Ok(()) => Ok(CommitOutcome::Committed),
-            Err(BigQueryError::Write { message, .. }) if message.contains("STREAM_ALREADY_COMMITTED") => {
-                Ok(CommitOutcome::AlreadyCommitted)
+        let response = match self
+            .batch_commit_response(table_path, &[stream.to_string()])
+            .await
+        {
+            Ok(response) => response,
+            Err(BigQueryError::Grpc { status, .. }) if status.code() == Code::NotFound => {
+                return Ok(CommitOutcome::Gone(status.message().to_string()))
             }
-            Err(BigQueryError::Write { message, .. }) => Ok(CommitOutcome::Gone(message)),
-            Err(BigQueryError::Grpc { status, .. }) if status.code() == tonic::Code::NotFound => {
-                Ok(CommitOutcome::Gone(status.message().to_string()))
-            }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        classify_commit(table_path, &response)
     }
 
     /// Whether `stream` was committed, from the stream itself (`commit_time`, free and exact).
@@ -234,7 +440,7 @@ impl WriteApi {
         match self.get_stream(stream).await {
             Ok(s) if s.commit_time.is_some() => Ok(StreamStatus::Committed),
             Ok(_) => Ok(StreamStatus::NotCommitted),
-            Err(BigQueryError::Grpc { status, .. }) if status.code() == tonic::Code::NotFound => {
+            Err(BigQueryError::Grpc { status, .. }) if status.code() == Code::NotFound => {
                 Ok(StreamStatus::Gone)
             }
             Err(e) => Err(e),
@@ -243,20 +449,78 @@ impl WriteApi {
 
     /// The stream's state (for recovery: was it committed?).
     pub async fn get_stream(&self, stream: &str) -> Result<WriteStream, BigQueryError> {
+        let call = format!("GetWriteStream {stream}");
+        if self.expired(stream) {
+            return Err(grpc_error(&call, expired_status(stream)));
+        }
         let message = GetWriteStreamRequest {
             name: stream.to_string(),
             ..Default::default()
         };
-        let request = self.request(message, &format!("name={stream}")).await?;
-        self.client
-            .clone()
-            .get_write_stream(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|status| BigQueryError::Grpc {
-                call: format!("GetWriteStream {stream}"),
-                status: Box::new(status),
-            })
+        self.unary(
+            &call,
+            &format!("name={stream}"),
+            message,
+            |mut client, request| async move { client.get_write_stream(request).await },
+        )
+        .await
+    }
+}
+
+/// What a garbage-collected stream answers (injected `expired` fault).
+fn expired_status(stream: &str) -> Status {
+    Status::not_found(format!(
+        "injected fault: stream expired (garbage-collected). Entity: {stream}"
+    ))
+}
+
+/// Stream errors as `entity (CODE): message; …`.
+fn describe(errors: &[StorageError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            let code = StorageErrorCode::try_from(e.code)
+                .map(|c| c.as_str_name().to_string())
+                .unwrap_or_else(|_| e.code.to_string());
+            format!("{} ({code}): {}", e.entity, e.error_message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One stream's BatchCommitWriteStreams answer → what it says about the stream.
+fn classify_commit(
+    table_path: &str,
+    response: &BatchCommitWriteStreamsResponse,
+) -> Result<CommitOutcome, BigQueryError> {
+    let codes: Vec<Option<StorageErrorCode>> = response
+        .stream_errors
+        .iter()
+        .map(|e| StorageErrorCode::try_from(e.code).ok())
+        .collect();
+    let error = |message: String| BigQueryError::Write {
+        call: format!("BatchCommitWriteStreams {table_path}"),
+        message,
+    };
+    if codes.is_empty() {
+        return match response.commit_time {
+            Some(_) => Ok(CommitOutcome::Committed),
+            None => Err(error("no commit time and no stream error returned".into())),
+        };
+    }
+    if codes.contains(&Some(StorageErrorCode::StreamAlreadyCommitted)) {
+        return Ok(CommitOutcome::AlreadyCommitted);
+    }
+    let gone = codes.iter().all(|c| {
+        matches!(
+            c,
+            Some(StorageErrorCode::StreamNotFound | StorageErrorCode::InvalidStreamState)
+        )
+    });
+    if gone {
+        Ok(CommitOutcome::Gone(describe(&response.stream_errors)))
+    } else {
+        Err(error(describe(&response.stream_errors)))
     }
 }
 
@@ -308,21 +572,47 @@ pub fn append_request(
     }
 }
 
+/// `request` with the writer schema, as the first request of a connection must carry it.
+fn with_schema(request: &AppendRowsRequest, schema: &DescriptorProto) -> AppendRowsRequest {
+    let mut request = request.clone();
+    if let Some(append_rows_request::Rows::ProtoRows(data)) = &mut request.rows {
+        data.writer_schema = Some(ProtoSchema {
+            proto_descriptor: Some(schema.clone()),
+        });
+    }
+    request
+}
+
+/// An append sent (or to be sent) and not yet acknowledged: kept to be resent on a new
+/// connection.
+struct Unacked {
+    offset: i64,
+    request: AppendRowsRequest,
+    /// Connections it was sent on.
+    sends: u32,
+}
+
 struct Connection {
     requests: mpsc::Sender<AppendRowsRequest>,
     responses: Streaming<AppendRowsResponse>,
+    /// How many of the oldest unacknowledged requests this connection has carried.
+    sent: usize,
 }
 
 /// Appends batches of encoded rows to one PENDING stream, with explicit offsets and a small
-/// window of requests in flight.
+/// window of requests in flight. The unacknowledged requests (at most `MAX_IN_FLIGHT + 1`)
+/// are kept: when the connection fails transiently they are resent, at their offsets, on a
+/// new one.
 pub struct StreamWriter {
     api: WriteApi,
     descriptor: DescriptorProto,
     stream: String,
     connection: Option<Connection>,
+    unacked: VecDeque<Unacked>,
     next_offset: i64,
-    in_flight: usize,
     rows: i64,
+    /// Acknowledgements received (progress, which resets the reconnection backoff).
+    acknowledged: u64,
 }
 
 impl StreamWriter {
@@ -338,40 +628,135 @@ impl StreamWriter {
     /// Appends one batch of encoded rows at the next offset.
     pub async fn append(&mut self, rows: Vec<Vec<u8>>) -> Result<(), BigQueryError> {
         let count = rows.len() as i64;
-        let first = self.connection.is_none();
-        let request = append_request(
-            &self.stream,
-            self.next_offset,
-            rows,
-            first.then_some(&self.descriptor),
-        );
-        if first {
-            self.open_connection(request).await?;
-        } else {
-            let connection = self.connection.as_mut().expect("opened on first append");
-            if connection.requests.send(request).await.is_err() {
-                // The server closed the stream: its reason is in the responses.
-                self.drain(self.in_flight + 1).await?;
-                return Err(self.write_error("append connection closed by the server".into()));
-            }
-        }
+        let request = append_request(&self.stream, self.next_offset, rows, None);
+        self.unacked.push_back(Unacked {
+            offset: self.next_offset,
+            request,
+            sends: 0,
+        });
         self.next_offset += count;
         self.rows += count;
-        self.in_flight += 1;
-        if self.in_flight > MAX_IN_FLIGHT {
-            self.drain(1).await?;
-        }
-        Ok(())
+        self.settle(MAX_IN_FLIGHT).await
     }
 
     /// Waits for every acknowledgement and closes the connection; returns the row count.
     pub async fn flush(&mut self) -> Result<i64, BigQueryError> {
-        self.drain(self.in_flight).await?;
-        self.connection = None;
+        self.settle(0).await?;
+        self.close_connection();
         Ok(self.rows)
     }
 
-    async fn open_connection(&mut self, first: AppendRowsRequest) -> Result<(), BigQueryError> {
+    /// Ends the current AppendRows call, if any, gracefully: half-closes it and reads what
+    /// the server still sends, in the background, so the server finishes the call instead of
+    /// seeing it cancelled with answers pending (the emulator loses a worker thread for each
+    /// call cancelled that way).
+    fn close_connection(&mut self) {
+        let Some(Connection {
+            requests,
+            mut responses,
+            ..
+        }) = self.connection.take()
+        else {
+            return;
+        };
+        drop(requests);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let drain = async { while let Ok(Some(_)) = responses.message().await {} };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+            });
+        }
+    }
+
+    fn call(&self) -> String {
+        format!("AppendRows {}", self.stream)
+    }
+
+    /// Sends every unacknowledged request and reads acknowledgements until at most `keep`
+    /// remain. A transient failure (the connection dropped or timed out, a transient
+    /// status) drops the connection and, after a backoff, resends every unacknowledged
+    /// request on a new one; the backoff starts over after each acknowledgement, and stops
+    /// by [`retry`]'s rules (the invocation's deadline, or a number of attempts).
+    async fn settle(&mut self, keep: usize) -> Result<(), BigQueryError> {
+        let backoff = Backoff::STANDARD;
+        let mut failures = 0;
+        let mut progress_mark = self.acknowledged;
+        loop {
+            let error = match self.advance(keep).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            self.close_connection();
+            if !error.is_transient() {
+                return Err(error);
+            }
+            if self.acknowledged != progress_mark {
+                progress_mark = self.acknowledged;
+                failures = 0;
+            }
+            failures += 1;
+            let delay = backoff.delay(failures);
+            let another = match retry::time_left() {
+                Some(left) => left > delay + retry::RESERVE,
+                None => failures < backoff.attempts_without_deadline,
+            };
+            if !another {
+                return Err(error);
+            }
+            tracing::warn!(
+                stream = %self.stream,
+                attempt = failures,
+                unacknowledged = self.unacked.len(),
+                error = %error,
+                delay_ms = delay.as_millis() as u64,
+                "append connection failed; reconnecting to resend unacknowledged rows"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One connection's share of [`settle`](Self::settle).
+    async fn advance(&mut self, keep: usize) -> Result<(), BigQueryError> {
+        if self.unacked.is_empty() {
+            return Ok(());
+        }
+        if self.connection.is_none() {
+            self.open().await?;
+        }
+        loop {
+            let connection = self.connection.as_mut().expect("opened above");
+            let Some(next) = self.unacked.get_mut(connection.sent) else {
+                break;
+            };
+            next.sends += 1;
+            if connection
+                .requests
+                .send(next.request.clone())
+                .await
+                .is_err()
+            {
+                // The call ended: its acknowledgements so far, then its status, are in the
+                // responses.
+                loop {
+                    let response = self.next_response().await?;
+                    self.acknowledge(response)?;
+                }
+            }
+            connection.sent += 1;
+        }
+        while self.unacked.len() > keep {
+            let response = self.next_response().await?;
+            self.acknowledge(response)?;
+        }
+        Ok(())
+    }
+
+    /// Opens an AppendRows call whose first request (with the writer schema) is the oldest
+    /// unacknowledged one.
+    async fn open(&mut self) -> Result<(), BigQueryError> {
+        let oldest = self.unacked.front_mut().expect("something to send");
+        oldest.sends += 1;
+        let first = with_schema(&oldest.request, &self.descriptor);
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 1);
         tx.send(first).await.expect("receiver is alive");
         let request = self
@@ -381,63 +766,454 @@ impl StreamWriter {
                 &format!("write_stream={}", self.stream),
             )
             .await?;
-        let responses = self
-            .api
-            .client
-            .clone()
-            .append_rows(request)
-            .await
-            .map_err(|status| BigQueryError::Grpc {
-                call: format!("AppendRows {}", self.stream),
-                status: Box::new(status),
-            })?
-            .into_inner();
+        let wait = call_timeout(ACK_TIMEOUT);
+        let mut client = self.api.client.clone();
+        let opened = tokio::time::timeout(wait, client.append_rows(request));
+        let responses = match opened.await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(grpc_error(&self.call(), status)),
+            Err(_) => {
+                return Err(grpc_error(
+                    &self.call(),
+                    Status::deadline_exceeded(format!(
+                        "the call did not open within {} s",
+                        wait.as_secs()
+                    )),
+                ))
+            }
+        };
         self.connection = Some(Connection {
             requests: tx,
             responses,
+            sent: 1,
         });
         Ok(())
     }
 
-    /// Reads `n` acknowledgements, failing on the first error response.
-    async fn drain(&mut self, n: usize) -> Result<(), BigQueryError> {
-        for _ in 0..n.min(self.in_flight) {
-            let connection = self
-                .connection
-                .as_mut()
-                .expect("in-flight requests have a connection");
-            let response = connection
-                .responses
-                .message()
-                .await
-                .map_err(|status| BigQueryError::Grpc {
-                    call: format!("AppendRows {}", self.stream),
-                    status: Box::new(status),
-                })?
-                .ok_or_else(|| {
-                    self.write_error("stream ended before every append was acknowledged".into())
-                })?;
-            self.in_flight -= 1;
-            if !response.row_errors.is_empty() {
-                let first = &response.row_errors[0];
-                return Err(self.write_error(format!(
-                    "{} row error(s), first at index {}: {}",
-                    response.row_errors.len(),
-                    first.index,
-                    first.message
-                )));
-            }
-            if let Some(append_rows_response::Response::Error(status)) = response.response {
-                return Err(self.write_error(format!("code {}: {}", status.code, status.message)));
-            }
+    /// The next response of the connection, within [`ACK_TIMEOUT`]. The stream ending, or
+    /// no answer in time, is a transient failure (the connection is gone).
+    async fn next_response(&mut self) -> Result<AppendRowsResponse, BigQueryError> {
+        let call = self.call();
+        let connection = self
+            .connection
+            .as_mut()
+            .expect("responses are read on an open connection");
+        let wait = call_timeout(ACK_TIMEOUT);
+        match tokio::time::timeout(wait, connection.responses.message()).await {
+            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(None)) => Err(grpc_error(
+                &call,
+                Status::unavailable("the stream ended before every append was acknowledged"),
+            )),
+            Ok(Err(status)) => Err(grpc_error(&call, status)),
+            Err(_) => Err(grpc_error(
+                &call,
+                Status::deadline_exceeded(format!(
+                    "no acknowledgement within {} s",
+                    wait.as_secs()
+                )),
+            )),
         }
+    }
+
+    /// Applies the response to the oldest unacknowledged request: acknowledged (or already
+    /// written: ALREADY_EXISTS for a resent offset), or failed.
+    fn acknowledge(&mut self, response: AppendRowsResponse) -> Result<(), BigQueryError> {
+        let Some(oldest) = self.unacked.front() else {
+            return Err(self.write_error("a response with no append awaiting one".into()));
+        };
+        let (offset, resent) = (oldest.offset, oldest.sends > 1);
+        if !response.row_errors.is_empty() {
+            let first = &response.row_errors[0];
+            return Err(self.write_error(format!(
+                "offset {offset}: {} row error(s), first at index {}: {}",
+                response.row_errors.len(),
+                first.index,
+                first.message
+            )));
+        }
+        match response.response {
+            Some(append_rows_response::Response::Error(status)) => {
+                let code = Code::from(status.code);
+                if code == Code::AlreadyExists && resent {
+                    tracing::debug!(stream = %self.stream, offset, "resent append already written");
+                } else if matches!(
+                    code,
+                    Code::Unavailable
+                        | Code::Internal
+                        | Code::ResourceExhausted
+                        | Code::Aborted
+                        | Code::DeadlineExceeded
+                ) {
+                    // Later requests of this connection fail too (their offsets are beyond
+                    // the stream's end): all are resent on a new connection.
+                    return Err(grpc_error(
+                        &self.call(),
+                        Status::new(code, format!("offset {offset}: {}", status.message)),
+                    ));
+                } else {
+                    return Err(
+                        self.write_error(format!("offset {offset}: {code:?}: {}", status.message))
+                    );
+                }
+            }
+            Some(append_rows_response::Response::AppendResult(result)) => {
+                if let Some(acknowledged) = result.offset.filter(|o| *o != offset) {
+                    return Err(self.write_error(format!(
+                        "acknowledged offset {acknowledged}, expected {offset}"
+                    )));
+                }
+            }
+            None => {}
+        }
+        if self.api.inject(Fault::AppendDrop) {
+            return Err(grpc_error(
+                &self.call(),
+                Status::unavailable(format!(
+                    "injected fault: connection dropped, acknowledgement of offset {offset} lost"
+                )),
+            ));
+        }
+        self.unacked.pop_front();
+        if let Some(connection) = self.connection.as_mut() {
+            connection.sent = connection.sent.saturating_sub(1);
+        }
+        self.acknowledged += 1;
         Ok(())
     }
 
     fn write_error(&self, message: String) -> BigQueryError {
         BigQueryError::Write {
-            call: format!("AppendRows {}", self.stream),
+            call: self.call(),
             message,
+        }
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        self.close_connection();
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use faults::{FaultPlan, Injected};
+
+#[cfg(feature = "fault-injection")]
+mod faults {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::Fault;
+
+    /// Storage Write faults injected in the adapter, below the writer's and the committer's
+    /// recovery, as BigQuery presents them (fault-injection builds only; release builds do not
+    /// have this code). [`WriteApi::connect`](super::WriteApi::connect) builds one from:
+    ///
+    /// * `CF2BQ_GRPC_FAULTS`: comma-separated `name=value`, e.g.
+    ///   `append_drop=0.05,commit_lost=0.3,unary_unavailable=0.05,expired=1`:
+    ///   - `append_drop=P`: after the service acknowledged an append, with probability P the
+    ///     acknowledgement is lost and the connection reported dropped (UNAVAILABLE): the
+    ///     writer reconnects and resends, and the service answers ALREADY_EXISTS for it;
+    ///   - `commit_lost=P`: a BatchCommitWriteStreams that succeeded is reported as
+    ///     UNAVAILABLE (its answer lost) with probability P;
+    ///   - `unary_unavailable=P`: a unary call (CreateWriteStream, GetWriteStream,
+    ///     FinalizeWriteStream, BatchCommitWriteStreams) fails with UNAVAILABLE before
+    ///     reaching the service, with probability P;
+    ///   - `expired=1`: every stream this process did not create is treated as
+    ///     garbage-collected, as BigQuery does hours after its creation: GetWriteStream and
+    ///     FinalizeWriteStream answer NOT_FOUND, BatchCommitWriteStreams a STREAM_NOT_FOUND
+    ///     stream error (without calling the service).
+    /// * `CF2BQ_FAULT_SEED`: the u64 seed of the decisions (default: random; logged).
+    pub struct FaultPlan {
+        append_drop: f64,
+        commit_lost: f64,
+        unary_unavailable: f64,
+        expired: bool,
+        seed: u64,
+        rng: Mutex<ChaCha8Rng>,
+        /// Streams created through this plan's clients (never "expired").
+        created: Arc<Mutex<HashSet<String>>>,
+        /// Faults injected so far: append_drop, commit_lost, unary_unavailable, expired.
+        counts: [AtomicU64; 4],
+    }
+
+    /// How many faults of each kind a plan injected.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Injected {
+        pub append_drop: u64,
+        pub commit_lost: u64,
+        pub unary_unavailable: u64,
+        /// Calls answered as for a garbage-collected stream.
+        pub expired: u64,
+    }
+
+    /// Streams created by this process, shared by every plan built from the environment.
+    fn process_streams() -> Arc<Mutex<HashSet<String>>> {
+        static CREATED: OnceLock<Arc<Mutex<HashSet<String>>>> = OnceLock::new();
+        CREATED.get_or_init(Default::default).clone()
+    }
+
+    impl FaultPlan {
+        /// A plan from `spec` (the `CF2BQ_GRPC_FAULTS` syntax) and `seed`. Only streams
+        /// created through a `WriteApi` holding this plan count as created by this process.
+        pub fn parse(spec: &str, seed: u64) -> Result<FaultPlan, String> {
+            let mut plan = FaultPlan {
+                append_drop: 0.0,
+                commit_lost: 0.0,
+                unary_unavailable: 0.0,
+                expired: false,
+                seed,
+                rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+                created: Default::default(),
+                counts: Default::default(),
+            };
+            for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (name, value) = item
+                    .split_once('=')
+                    .ok_or_else(|| format!("CF2BQ_GRPC_FAULTS: {item:?} is not name=value"))?;
+                let probability = || -> Result<f64, String> {
+                    value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=1.0).contains(p))
+                        .ok_or_else(|| {
+                            format!("CF2BQ_GRPC_FAULTS: {name}={value:?}: expected a probability in [0, 1]")
+                        })
+                };
+                match name.trim() {
+                    "append_drop" => plan.append_drop = probability()?,
+                    "commit_lost" => plan.commit_lost = probability()?,
+                    "unary_unavailable" => plan.unary_unavailable = probability()?,
+                    "expired" => {
+                        plan.expired = match value.trim() {
+                            "1" | "true" => true,
+                            "0" | "false" => false,
+                            other => {
+                                return Err(format!(
+                                    "CF2BQ_GRPC_FAULTS: expired={other:?}: expected 1 or 0"
+                                ))
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(format!(
+                            "CF2BQ_GRPC_FAULTS: unknown fault {other:?} (known: append_drop, \
+                             commit_lost, unary_unavailable, expired)"
+                        ))
+                    }
+                }
+            }
+            Ok(plan)
+        }
+
+        /// The plan of `CF2BQ_GRPC_FAULTS` and `CF2BQ_FAULT_SEED`; `None` when no fault is set.
+        pub fn from_env() -> Result<Option<FaultPlan>, String> {
+            let spec = std::env::var("CF2BQ_GRPC_FAULTS").unwrap_or_default();
+            if spec.trim().is_empty() {
+                return Ok(None);
+            }
+            let seed = match std::env::var("CF2BQ_FAULT_SEED") {
+                Ok(s) if !s.trim().is_empty() => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("CF2BQ_FAULT_SEED={s:?}: expected an unsigned integer"))?,
+                _ => rand::random(),
+            };
+            let mut plan = FaultPlan::parse(&spec, seed)?;
+            plan.created = process_streams();
+            Ok(Some(plan))
+        }
+
+        pub fn seed(&self) -> u64 {
+            self.seed
+        }
+
+        /// Faults injected so far.
+        pub fn injected(&self) -> Injected {
+            let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
+            Injected {
+                append_drop: n(0),
+                commit_lost: n(1),
+                unary_unavailable: n(2),
+                expired: n(3),
+            }
+        }
+
+        /// Whether to inject `fault` now.
+        pub(super) fn roll(&self, fault: Fault) -> bool {
+            let (p, count) = match fault {
+                Fault::AppendDrop => (self.append_drop, 0),
+                Fault::CommitLost => (self.commit_lost, 1),
+                Fault::UnaryUnavailable => (self.unary_unavailable, 2),
+            };
+            let hit = p > 0.0 && self.rng.lock().expect("not poisoned").random_bool(p);
+            if hit {
+                self.counts[count].fetch_add(1, Ordering::Relaxed);
+            }
+            hit
+        }
+
+        pub(super) fn record_created(&self, stream: &str) {
+            self.created
+                .lock()
+                .expect("not poisoned")
+                .insert(stream.to_string());
+        }
+
+        pub(super) fn is_expired(&self, stream: &str) -> bool {
+            let expired =
+                self.expired && !self.created.lock().expect("not poisoned").contains(stream);
+            if expired {
+                self.counts[3].fetch_add(1, Ordering::Relaxed);
+            }
+            expired
+        }
+    }
+
+    impl std::fmt::Display for FaultPlan {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "append_drop={},commit_lost={},unary_unavailable={},expired={} (seed {})",
+                self.append_drop,
+                self.commit_lost,
+                self.unary_unavailable,
+                u8::from(self.expired),
+                self.seed
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(commit_time: bool, codes: &[StorageErrorCode]) -> BatchCommitWriteStreamsResponse {
+        BatchCommitWriteStreamsResponse {
+            commit_time: commit_time.then(prost_types::Timestamp::default),
+            stream_errors: codes
+                .iter()
+                .map(|c| StorageError {
+                    code: *c as i32,
+                    entity: "projects/p/datasets/d/tables/t/streams/s".into(),
+                    error_message: "detail".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn commit_answers_are_classified() {
+        use StorageErrorCode::*;
+        let classify = |a| classify_commit("projects/p/datasets/d/tables/t", &a);
+        assert_eq!(
+            classify(answer(true, &[])).unwrap(),
+            CommitOutcome::Committed
+        );
+        assert_eq!(
+            classify(answer(false, &[StreamAlreadyCommitted])).unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
+        for code in [StreamNotFound, InvalidStreamState] {
+            match classify(answer(false, &[code])).unwrap() {
+                CommitOutcome::Gone(detail) => {
+                    assert!(detail.contains(code.as_str_name()), "{detail}")
+                }
+                other => panic!("{code:?}: {other:?}"),
+            }
+        }
+        // Anything else is not an answer about the stream's fate: an error.
+        for code in [InvalidStreamType, SchemaMismatchExtraFields, TableNotFound] {
+            let e = classify(answer(false, &[code])).unwrap_err();
+            assert!(e.to_string().contains(code.as_str_name()), "{e}");
+            assert!(!e.is_transient());
+        }
+        assert!(
+            classify(answer(false, &[])).is_err(),
+            "no commit time, no error"
+        );
+    }
+
+    #[test]
+    fn only_the_first_request_of_a_connection_carries_the_schema() {
+        let schema = proto_descriptor();
+        let plain = append_request("s", 7, vec![vec![1, 2]], None);
+        let first = with_schema(&plain, &schema);
+        let data = |r: &AppendRowsRequest| match &r.rows {
+            Some(append_rows_request::Rows::ProtoRows(d)) => d.clone(),
+            _ => panic!("proto rows"),
+        };
+        assert!(data(&plain).writer_schema.is_none());
+        assert_eq!(
+            data(&first).writer_schema.unwrap().proto_descriptor,
+            Some(schema)
+        );
+        assert_eq!(first.offset, Some(7));
+        assert_eq!(data(&first).rows, data(&plain).rows);
+    }
+
+    #[test]
+    fn call_timeouts_shrink_to_the_invocation_deadline() {
+        assert_eq!(call_timeout(UNARY_TIMEOUT), UNARY_TIMEOUT);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let t = rt.block_on(retry::within(deadline, async {
+            call_timeout(UNARY_TIMEOUT)
+        }));
+        assert!(
+            t <= Duration::from_secs(5) && t >= Duration::from_secs(1),
+            "{t:?}"
+        );
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn fault_plans_parse_and_decide_from_their_seed() {
+        let plan = FaultPlan::parse(
+            "append_drop=0.05, commit_lost=0.3,unary_unavailable=0,expired=1",
+            42,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.to_string(),
+            "append_drop=0.05,commit_lost=0.3,unary_unavailable=0,expired=1 (seed 42)"
+        );
+        assert!(!(0..1000).any(|_| plan.roll(Fault::UnaryUnavailable)));
+        let decisions = |seed| {
+            let plan = FaultPlan::parse("commit_lost=0.5", seed).unwrap();
+            (0..64)
+                .map(|_| plan.roll(Fault::CommitLost))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(decisions(7), decisions(7), "same seed, same faults");
+        assert_ne!(decisions(7), decisions(8));
+        let hits = decisions(7).iter().filter(|d| **d).count();
+        assert!((16..=48).contains(&hits), "{hits} of 64 at p=0.5");
+
+        assert!(plan.is_expired("projects/p/datasets/d/tables/t/streams/old"));
+        plan.record_created("projects/p/datasets/d/tables/t/streams/new");
+        assert!(!plan.is_expired("projects/p/datasets/d/tables/t/streams/new"));
+        let no_expiry = FaultPlan::parse("append_drop=1", 1).unwrap();
+        assert!(!no_expiry.is_expired("projects/p/datasets/d/tables/t/streams/old"));
+
+        for bad in [
+            "append_drop",
+            "append_drop=2",
+            "commit_lost=x",
+            "expired=maybe",
+            "drop=0.1",
+        ] {
+            assert!(FaultPlan::parse(bad, 1).is_err(), "{bad}");
         }
     }
 }

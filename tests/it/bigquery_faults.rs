@@ -1,0 +1,547 @@
+//! The BigQuery adapter under the faults the real service shows and the emulator does not:
+//! query jobs that outlive jobs.query, 5xx answers, dropped AppendRows connections, lost
+//! commit answers, garbage-collected streams.
+//!
+//! REST behaviour is checked against a loopback mock of the BigQuery REST API (HTTP/1.1 on a
+//! tokio listener, in this file), which records every request; gRPC behaviour against the
+//! emulator, with faults injected by the adapter (`FaultPlan`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use cf2bq_tests::Harness;
+use serde_json::{json, Value};
+use shared::bigquery::{
+    auth, BigQuery, CommitOutcome, FaultPlan, StreamStatus, TableSpec, WriteApi,
+};
+use shared::config::{BigQueryAuth, BigQueryConfig};
+use shared::retry::Transient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------------------------
+// A mock BigQuery REST server
+// ---------------------------------------------------------------------------------------------
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query string.
+    target: String,
+    body: Value,
+}
+
+/// What the mock does with one request.
+enum Answer {
+    Json(u16, Value),
+    /// Close the connection without answering (a reset or dropped connection).
+    Hangup,
+}
+
+/// Answers requests with a script, in order (one script per route: `POST` = jobs.query,
+/// `GET` = jobs.getQueryResults); records every request.
+struct Mock {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Mock {
+    async fn start(posts: Vec<Answer>, gets: Vec<Answer>) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/bigquery/v2", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let scripts = Arc::new(Mutex::new((VecDeque::from(posts), VecDeque::from(gets))));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(socket, scripts.clone(), recorded.clone()));
+            }
+        });
+        Mock { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// A `BigQuery` whose REST calls go to the mock (no credentials; gRPC unused).
+    async fn client(&self) -> BigQuery {
+        let config = BigQueryConfig {
+            project: "mock-project".into(),
+            dataset: "mock_dataset".into(),
+            rest_url: self.url.clone(),
+            grpc_url: "http://127.0.0.1:9".into(),
+            auth: BigQueryAuth::None,
+        };
+        let aws = aws_config::SdkConfig::builder().build();
+        BigQuery::connect(&config, &aws).await.expect("client")
+    }
+}
+
+type Scripts = Arc<Mutex<(VecDeque<Answer>, VecDeque<Answer>)>>;
+
+/// Serves HTTP/1.1 requests on one connection (keep-alive) until it closes.
+async fn serve(mut socket: TcpStream, scripts: Scripts, seen: Arc<Mutex<Vec<Seen>>>) {
+    let mut buffer = Vec::new();
+    loop {
+        // Head.
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        let mut lines = head.lines();
+        let mut request_line = lines.next().unwrap_or_default().split_whitespace();
+        let method = request_line.next().unwrap_or_default().to_string();
+        let target = request_line.next().unwrap_or_default().to_string();
+        let length: usize = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        // Body.
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Value =
+            serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap_or(Value::Null);
+        buffer.drain(..head_end + length);
+        seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            target,
+            body,
+        });
+        let answer = {
+            let mut scripts = scripts.lock().unwrap();
+            let script = if method == "POST" {
+                &mut scripts.0
+            } else {
+                &mut scripts.1
+            };
+            script.pop_front().unwrap_or_else(|| {
+                Answer::Json(
+                    500,
+                    error_body(500, "INTERNAL", "mock script exhausted", "internalError"),
+                )
+            })
+        };
+        match answer {
+            Answer::Hangup => return,
+            Answer::Json(status, value) => {
+                let text = value.to_string();
+                let response = format!(
+                    "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                if socket.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Google's JSON error body.
+fn error_body(code: u16, status: &str, message: &str, reason: &str) -> Value {
+    json!({"error": {
+        "code": code,
+        "status": status,
+        "message": message,
+        "errors": [{"reason": reason, "message": message, "domain": "global"}]
+    }})
+}
+
+fn job_reference() -> Value {
+    json!({"projectId": "mock-project", "jobId": "job_slow_1", "location": "EU"})
+}
+
+/// An answer of a job that is still running.
+fn running() -> Value {
+    json!({"kind": "bigquery#queryResponse", "jobReference": job_reference(), "jobComplete": false})
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST: queries that outlive jobs.query, and retries
+// ---------------------------------------------------------------------------------------------
+
+/// A DELETE still running when jobs.query returns is waited for with getQueryResults, not
+/// submitted again; its affected rows come from the completed result.
+#[tokio::test]
+async fn a_dml_job_that_outlives_jobs_query_is_polled_to_completion_not_resubmitted() {
+    let done = json!({
+        "kind": "bigquery#getQueryResultsResponse",
+        "jobReference": job_reference(),
+        "jobComplete": true,
+        "numDmlAffectedRows": "42",
+        "totalRows": "0",
+    });
+    let mock = Mock::start(
+        vec![Answer::Json(200, running())],
+        vec![Answer::Json(200, running()), Answer::Json(200, done)],
+    )
+    .await;
+    let bq = mock.client().await;
+    let affected = bq
+        .execute_dml(
+            "DELETE FROM `ds.t` WHERE source_object = @object",
+            &[("object", "STRING", "s3://b/k".into())],
+        )
+        .await
+        .expect("the job completes");
+    assert_eq!(affected, 42);
+
+    let seen = mock.seen();
+    let posts: Vec<&Seen> = seen.iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "jobs.query submitted exactly once: {seen:#?}"
+    );
+    assert_eq!(
+        posts[0].target,
+        "/bigquery/v2/projects/mock-project/queries"
+    );
+    let body = &posts[0].body;
+    let request_id = body["requestId"].as_str().expect("a requestId");
+    assert_eq!(request_id.len(), 36, "a UUID: {request_id}");
+    assert_eq!(body["useQueryCache"], json!(false), "{body}");
+    assert_eq!(body["useLegacySql"], json!(false));
+    assert_eq!(body["queryParameters"][0]["name"], json!("object"));
+    let gets: Vec<&Seen> = seen.iter().filter(|s| s.method == "GET").collect();
+    assert_eq!(gets.len(), 2, "polled until complete: {seen:#?}");
+    for get in gets {
+        assert!(
+            get.target
+                .starts_with("/bigquery/v2/projects/mock-project/queries/job_slow_1?"),
+            "{}",
+            get.target
+        );
+        assert!(
+            get.target.contains("location=EU"),
+            "the job's location: {}",
+            get.target
+        );
+    }
+}
+
+/// A query's rows come from the completed getQueryResults answer.
+#[tokio::test]
+async fn a_query_that_outlives_jobs_query_returns_the_completed_rows() {
+    let done = json!({
+        "jobReference": job_reference(),
+        "jobComplete": true,
+        "schema": {"fields": [{"name": "n", "type": "INTEGER"}]},
+        "rows": [{"f": [{"v": "7"}]}, {"f": [{"v": null}]}],
+        "totalRows": "2",
+    });
+    let mock = Mock::start(
+        vec![Answer::Json(200, running())],
+        vec![Answer::Json(200, done)],
+    )
+    .await;
+    let rows = mock.client().await.query("SELECT n FROM t").await.unwrap();
+    assert_eq!(rows, vec![vec![Some("7".to_string())], vec![None]]);
+    assert_eq!(mock.seen().len(), 2);
+}
+
+/// 503 and a dropped connection are retried in place, with the same requestId (so a
+/// resubmitted DML statement is not run twice); a 400 fails at once.
+#[tokio::test]
+async fn transient_rest_failures_are_retried_with_the_same_request_id_and_permanent_ones_are_not() {
+    let done =
+        json!({"jobReference": job_reference(), "jobComplete": true, "numDmlAffectedRows": "3"});
+    let mock = Mock::start(
+        vec![
+            Answer::Json(
+                503,
+                error_body(503, "UNAVAILABLE", "backend unavailable", "backendError"),
+            ),
+            Answer::Hangup,
+            Answer::Json(200, done),
+        ],
+        vec![],
+    )
+    .await;
+    let bq = mock.client().await;
+    assert_eq!(
+        bq.execute_dml("DELETE FROM t WHERE true", &[])
+            .await
+            .unwrap(),
+        3
+    );
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|s| s.body["requestId"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one requestId per logical query: {ids:?}"
+    );
+
+    let mock = Mock::start(
+        vec![
+            Answer::Json(
+                400,
+                error_body(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "Syntax error: Unexpected end",
+                    "invalidQuery",
+                ),
+            ),
+            Answer::Json(200, json!({"jobComplete": true})),
+        ],
+        vec![],
+    )
+    .await;
+    let e = mock.client().await.query("SELECT").await.unwrap_err();
+    assert_eq!(mock.seen().len(), 1, "not retried");
+    assert!(!e.is_transient());
+    assert_eq!(e.http_status(), Some(400));
+    let text = e.to_string();
+    assert!(
+        text.contains("jobs.query") && text.contains("HTTP 400") && text.contains("Syntax error"),
+        "{text}"
+    );
+
+    // Throttling (429) is transient too.
+    let mock = Mock::start(
+        vec![
+            Answer::Json(
+                429,
+                error_body(429, "RESOURCE_EXHAUSTED", "slow down", "rateLimitExceeded"),
+            ),
+            Answer::Json(
+                200,
+                json!({"jobComplete": true, "rows": [{"f": [{"v": "1"}]}]}),
+            ),
+        ],
+        vec![],
+    )
+    .await;
+    let rows = mock.client().await.query("SELECT 1").await.unwrap();
+    assert_eq!(rows, vec![vec![Some("1".to_string())]]);
+    assert_eq!(mock.seen().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage Write (gRPC) against the emulator, with adapter faults
+// ---------------------------------------------------------------------------------------------
+
+const OBJECT: &str = "s3://faults/object.gz";
+
+/// A fresh dataset with one table of the quarantine schema (small rows).
+async fn table(name: &str) -> (Harness, String) {
+    let h = Harness::new(name).await;
+    let spec = TableSpec {
+        name: "rows".into(),
+        partitioned: false,
+        partition_expiration_days: None,
+        description: "fault tests".into(),
+    };
+    h.bq.ensure_table_with_schema(&spec, shared::quarantine::table_schema())
+        .await
+        .expect("table");
+    let path = h.bq.table_path("rows");
+    (h, path)
+}
+
+/// A Storage Write client of the emulator with `faults` (`CF2BQ_GRPC_FAULTS` syntax).
+async fn faulty(h: &Harness, faults: &str, seed: u64) -> (WriteApi, Arc<FaultPlan>) {
+    let plan = Arc::new(FaultPlan::parse(faults, seed).expect("fault plan"));
+    let auth = auth::authenticator(&BigQueryAuth::None, &h.aws)
+        .await
+        .unwrap();
+    let api = WriteApi::with_faults(&h.config.bigquery.grpc_url, auth, plan.clone()).unwrap();
+    (api, plan)
+}
+
+/// Rows `from..to`: one per line number.
+fn batch(from: u64, to: u64) -> Vec<Vec<u8>> {
+    (from..to)
+        .map(|line_no| {
+            let line = shared::transform::RejectedLine {
+                line_no,
+                reason_code: "test",
+                reason: "fault test".into(),
+                raw: format!("line {line_no}").into_bytes(),
+            };
+            shared::quarantine::encode_row(OBJECT, &line, 1_700_000_000_000_000)
+        })
+        .collect()
+}
+
+/// (rows, distinct line numbers, smallest, largest) in the table.
+async fn census(h: &Harness) -> (u64, u64, u64, u64) {
+    let rows = h
+        .query(
+            "SELECT COUNT(*), COUNT(DISTINCT source_line), MIN(source_line), MAX(source_line) \
+             FROM `{ds}.rows`",
+        )
+        .await;
+    let n = |i: usize| rows[0][i].as_deref().unwrap_or("0").parse().unwrap();
+    (n(0), n(1), n(2), n(3))
+}
+
+/// Appends `batches` batches of `size` rows (line numbers from 0), flushes and finalizes.
+async fn stage(api: &WriteApi, path: &str, batches: u64, size: u64) -> String {
+    let stream = api.create_pending_stream(path).await.expect("stream");
+    let mut writer = api.writer_with(stream.clone(), shared::quarantine::proto_descriptor());
+    for b in 0..batches {
+        writer
+            .append(batch(b * size, (b + 1) * size))
+            .await
+            .expect("append survives dropped connections");
+        assert_eq!(writer.rows(), ((b + 1) * size) as i64);
+    }
+    let total = (batches * size) as i64;
+    assert_eq!(writer.flush().await.expect("flush"), total);
+    assert_eq!(
+        api.finalize(&stream).await.expect("finalize"),
+        total,
+        "rows in the stream"
+    );
+    stream
+}
+
+/// Connections dropped after the service acknowledged an append (the acknowledgement lost):
+/// the writer reconnects, resends every unacknowledged request at its offset, counts the
+/// service's ALREADY_EXISTS as written, and the stream ends with exactly the rows appended,
+/// once each. Unary calls failing with UNAVAILABLE are retried in place.
+#[tokio::test]
+async fn appends_survive_dropped_connections_with_exactly_the_rows_appended() {
+    let (h, path) = table("append_drop").await;
+    let (api, plan) = faulty(&h, "append_drop=0.3,unary_unavailable=0.2", 20260301).await;
+    let stream = stage(&api, &path, 40, 25).await;
+    assert_eq!(
+        api.commit_stream(&path, &stream).await.expect("commit"),
+        CommitOutcome::Committed
+    );
+    let injected = plan.injected();
+    assert!(
+        injected.append_drop >= 5,
+        "faults were injected: {injected:?}"
+    );
+    assert!(
+        injected.unary_unavailable >= 1,
+        "faults were injected: {injected:?}"
+    );
+    assert_eq!(
+        census(&h).await,
+        (1000, 1000, 0, 999),
+        "every row once, none missing"
+    );
+}
+
+/// A commit applied whose answer is lost: the retry meets a committed stream, which is not
+/// an error (real BigQuery: STREAM_ALREADY_COMMITTED; the emulator: INVALID_STREAM_STATE,
+/// reported as Gone so the caller reads the data); the rows are in the table once.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_not_an_error_and_commits_once() {
+    let (h, path) = table("commit_lost").await;
+    let (api, plan) = faulty(&h, "commit_lost=1", 7).await;
+    let stream = stage(&api, &path, 4, 25).await;
+    let outcome = api
+        .commit_stream(&path, &stream)
+        .await
+        .expect("not an error");
+    assert_eq!(plan.injected().commit_lost, 1, "the first answer was lost");
+    match &outcome {
+        CommitOutcome::AlreadyCommitted => {}
+        CommitOutcome::Gone(detail) => assert!(
+            detail.contains("INVALID_STREAM_STATE") || detail.contains("STREAM_NOT_FOUND"),
+            "{detail}"
+        ),
+        CommitOutcome::Committed => panic!("the answer was lost: {outcome:?}"),
+    }
+    assert_eq!(census(&h).await, (100, 100, 0, 99));
+    // Committing again (a resume) changes nothing either.
+    let again =
+        h.bq.write_api()
+            .commit_stream(&path, &stream)
+            .await
+            .unwrap();
+    assert_ne!(again, CommitOutcome::Committed);
+    assert_eq!(census(&h).await, (100, 100, 0, 99));
+}
+
+/// Streams of another process after their expiry (`expired`): GetWriteStream and
+/// FinalizeWriteStream answer NOT_FOUND, BatchCommitWriteStreams STREAM_NOT_FOUND, so the
+/// stream reads as Gone and nothing is committed; streams the process creates itself work.
+#[tokio::test]
+async fn streams_of_another_process_read_as_gone_once_expired() {
+    let (h, path) = table("expired").await;
+    let writer_api = h.bq.write_api();
+    let stream = stage(writer_api, &path, 2, 10).await;
+    assert_eq!(
+        writer_api.stream_status(&stream).await.unwrap(),
+        StreamStatus::NotCommitted
+    );
+
+    let (later, plan) = faulty(&h, "expired=1", 1).await;
+    assert_eq!(
+        later.stream_status(&stream).await.unwrap(),
+        StreamStatus::Gone
+    );
+    match later.commit_stream(&path, &stream).await.unwrap() {
+        CommitOutcome::Gone(detail) => assert!(detail.contains("STREAM_NOT_FOUND"), "{detail}"),
+        other => panic!("expected Gone: {other:?}"),
+    }
+    let e = later.finalize(&stream).await.unwrap_err();
+    assert!(
+        e.to_string().contains("NotFound") || e.to_string().contains("not found"),
+        "{e}"
+    );
+    assert!(!e.is_transient());
+    assert_eq!(plan.injected().expired, 3);
+    assert_eq!(census(&h).await.0, 0, "nothing committed");
+
+    // A stream this client created is not expired.
+    let own = stage(&later, &path, 1, 5).await;
+    assert_eq!(
+        later.stream_status(&own).await.unwrap(),
+        StreamStatus::NotCommitted
+    );
+    assert_eq!(
+        later.commit_stream(&path, &own).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(census(&h).await, (5, 5, 0, 4));
+}
+
+/// A permanent append failure (a finalized stream) fails at once instead of reconnecting.
+#[tokio::test]
+async fn a_permanent_append_failure_is_not_retried() {
+    let (h, path) = table("append_permanent").await;
+    let api = h.bq.write_api();
+    let stream = api.create_pending_stream(&path).await.unwrap();
+    api.finalize(&stream).await.unwrap();
+    let mut writer = api.writer_with(stream, shared::quarantine::proto_descriptor());
+    let started = std::time::Instant::now();
+    let result = async {
+        writer.append(batch(0, 3)).await?;
+        writer.flush().await
+    }
+    .await;
+    let e = result.expect_err("appending to a finalized stream");
+    assert!(!e.is_transient(), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "failed without retries: {:?}",
+        started.elapsed()
+    );
+}
