@@ -297,7 +297,7 @@ impl BigQuery {
             request.parameter_mode = Some("NAMED".into());
             request.query_parameters = Some(query_parameters(params));
         }
-        let response = rest_call(&format!("jobs.query {call}"), || {
+        let response = rest_call(&format!("jobs.query `{sql}`"), || {
             self.rest.job().query(&self.project, request.clone())
         })
         .await?;
