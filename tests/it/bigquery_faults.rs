@@ -545,3 +545,70 @@ async fn a_permanent_append_failure_is_not_retried() {
         started.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines: a Storage Write endpoint that accepts connections and never answers
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP endpoint that accepts connections and keeps them open, silent.
+async fn silent_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+/// Unary calls and appends to a server that never answers end by the invocation's deadline
+/// (before its reserve), as transient failures, instead of hanging.
+#[tokio::test]
+async fn storage_write_calls_to_a_silent_server_end_by_the_deadline() {
+    let url = silent_endpoint().await;
+    let aws = aws_config::SdkConfig::builder().build();
+    let auth = auth::authenticator(&BigQueryAuth::None, &aws)
+        .await
+        .unwrap();
+    let api = WriteApi::connect(&url, auth).unwrap();
+    let path = "projects/p/datasets/d/tables/t";
+    let left = shared::retry::RESERVE + std::time::Duration::from_secs(2);
+    let bound = std::time::Duration::from_secs(20);
+
+    let started = std::time::Instant::now();
+    let deadline = started + left;
+    let create = shared::retry::within(deadline, api.create_pending_stream(path));
+    let e = tokio::time::timeout(bound, create)
+        .await
+        .expect("CreateWriteStream ends by itself")
+        .expect_err("no answer");
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        started.elapsed() < left,
+        "ended before the reserve: {:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let deadline = started + left;
+    let mut writer = api.writer_with(
+        format!("{path}/streams/0123456789abcdef"),
+        shared::quarantine::proto_descriptor(),
+    );
+    let append = shared::retry::within(deadline, async {
+        writer.append(batch(0, 2)).await?;
+        writer.flush().await
+    });
+    let e = tokio::time::timeout(bound, append)
+        .await
+        .expect("AppendRows ends by itself")
+        .expect_err("no acknowledgement");
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        started.elapsed() < left,
+        "ended before the reserve: {:?}",
+        started.elapsed()
+    );
+}

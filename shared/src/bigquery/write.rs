@@ -62,10 +62,13 @@ enum Fault {
     UnaryUnavailable,
 }
 
-/// `limit`, or less when the invocation's deadline is nearer (at least a second).
+/// `limit`, or less when the invocation's deadline is nearer: a call ends before the time
+/// kept to record progress and answer ([`retry::RESERVE`]), and gets at least a second.
 fn call_timeout(limit: Duration) -> Duration {
     match retry::time_left() {
-        Some(left) => limit.min(left).max(Duration::from_secs(1)),
+        Some(left) => limit
+            .min(left.saturating_sub(retry::RESERVE))
+            .max(Duration::from_secs(1)),
         None => limit,
     }
 }
@@ -1166,13 +1169,21 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let t = rt.block_on(retry::within(deadline, async {
-            call_timeout(UNARY_TIMEOUT)
-        }));
+        let within = |left: Duration| {
+            let deadline = std::time::Instant::now() + left;
+            rt.block_on(retry::within(deadline, async {
+                call_timeout(UNARY_TIMEOUT)
+            }))
+        };
+        let t = within(retry::RESERVE + Duration::from_secs(20));
         assert!(
-            t <= Duration::from_secs(5) && t >= Duration::from_secs(1),
+            t <= Duration::from_secs(20) && t > Duration::from_secs(19),
             "{t:?}"
+        );
+        assert_eq!(
+            within(Duration::from_secs(5)),
+            Duration::from_secs(1),
+            "at least 1 s"
         );
     }
 
