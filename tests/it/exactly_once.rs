@@ -296,8 +296,16 @@ async fn a_resume_after_the_streams_expired_stages_the_uncommitted_tables_again(
         crash_at(&h, &["ingest", &uri], point);
         lease_expires();
         // The next day: BigQuery has garbage-collected every stream the dead attempt made.
-        let out = cf2bq_ok(&h, &["ingest", &uri], &[("CF2BQ_GRPC_FAULTS", "expired=1")]);
-        assert!(out.contains(": Loaded"), "{point}: {out}");
+        let (ok, out, stderr, _) = h.run_binary_with(
+            "cf2bq",
+            &["ingest", &uri],
+            &[("CF2BQ_GRPC_FAULTS", "expired=1")],
+        );
+        assert!(ok && out.contains(": Loaded"), "{point}: {out}\n{stderr}");
+        assert!(
+            stderr.contains("staging those tables again"),
+            "{point}: the expired streams were not staged again:\n{stderr}"
+        );
         assert_eq!(
             h.table_counts().await,
             expected(),
