@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-1000}
-JOBS=${JOBS:-2}
+JOBS=${JOBS:-4}
 
 cargo build --quiet --bin ingest --features cf2bq-shared/fault-injection
 cargo build --quiet -p cf2bq-faultproxy -p cf2bq-tests --bins

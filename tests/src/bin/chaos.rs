@@ -49,7 +49,7 @@ fn parse_args() -> Campaign {
     let mut campaign = Campaign {
         runs: 1000,
         seed: rand::rng().random_range(0..1u64 << 40),
-        jobs: 2,
+        jobs: 4,
         verbose: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
