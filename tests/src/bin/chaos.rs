@@ -104,6 +104,8 @@ async fn main() {
         endpoint.starts_with("http://127.0.0.1"),
         "chaos needs the local stack: run `make chaos`"
     );
+    // Each run gets a dataset of its own (`<campaign>_<seed>`): the emulator lists at most
+    // 1,000 tables and no next page, so one dataset for the whole campaign would hide tables.
     let dataset = unique("chaos").replace('-', "_");
     let mut vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CF2BQ_") || k.starts_with("AWS_") || k == "PATH")
@@ -117,7 +119,6 @@ async fn main() {
     let bq = BigQuery::connect(&config.bigquery, &aws)
         .await
         .expect("BigQuery emulator");
-    bq.ensure_dataset().await.expect("chaos dataset");
     let context = Arc::new(Context {
         env: vars.into_iter().collect(),
         s3: shared::aws::s3(&aws),
@@ -228,6 +229,8 @@ struct Message {
 
 struct Run<'a> {
     context: &'a Context,
+    /// This run's dataset.
+    bq: BigQuery,
     seed: u64,
     rng: ChaCha8Rng,
     prefix: String,
@@ -240,8 +243,11 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(context: &'a Context, seed: u64) -> Self {
+        let mut bq = context.bq.clone();
+        bq.dataset = format!("{}_{seed}", context.bq.dataset);
         Run {
             context,
+            bq,
             seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
             prefix: format!("r{seed}_"),
@@ -287,6 +293,7 @@ impl<'a> Run<'a> {
 
     /// Objects, their fates, and the messages that announce them.
     async fn setup(&mut self) {
+        self.bq.ensure_dataset().await.expect("run dataset");
         let s3 = &self.context.s3;
         s3.create_bucket()
             .bucket(&self.bucket)
@@ -578,6 +585,8 @@ impl<'a> Run<'a> {
         let event_file = dir.join(format!("{}.json", unique("event")));
         std::fs::write(&event_file, event.to_string()).expect("event file");
         let mut env: Vec<(String, String)> = self.context.env.clone();
+        env.retain(|(k, _)| k != "CF2BQ_BQ_DATASET");
+        env.push(("CF2BQ_BQ_DATASET".into(), self.bq.dataset.clone()));
         env.push(("CF2BQ_TABLE_PREFIX".into(), self.prefix.clone()));
         env.push(("CF2BQ_FAULT_SEED".into(), faults.seed.to_string()));
         if let Some(point) = &faults.crash {
@@ -685,7 +694,7 @@ impl<'a> Run<'a> {
     /// Rows per table and object, compared with what was generated: (lost, duplicated)
     /// objects.
     async fn verify(&mut self) -> (u64, u64) {
-        let bq = &self.context.bq;
+        let bq = &self.bq;
         let mut found: BTreeMap<(String, String), u64> = BTreeMap::new();
         let tables = bq.list_tables(&self.prefix).await.expect("list tables");
         for table in &tables {
