@@ -8,6 +8,7 @@ pub mod alerts;
 use std::collections::BTreeMap;
 
 use crate::bigquery::{BigQuery, BigQueryError, TableSpec, TableStatus};
+use crate::retry::Transient;
 use crate::route::{IsoDate, Layout};
 
 #[derive(Debug, Clone)]
@@ -144,7 +145,30 @@ async fn table_state(
             IsoDate(day)
         ),
     };
-    let rows = bq.query(&sql).await?;
+    let rows = match bq.query(&sql).await {
+        Ok(rows) => rows,
+        // A table the query cannot read (one from before cf2bq with no `ingest_time`, say)
+        // must not stop the checks of every other table: its metadata still says how many
+        // rows it has and when it last changed.
+        Err(e) if !e.is_transient() => {
+            tracing::warn!(table, error = %e, "table not queryable; using its metadata");
+            let meta = bq.get_table(table).await?;
+            let number = |v: Option<&String>| v.and_then(|v| v.parse::<i64>().ok());
+            return Ok(TableState {
+                date: IsoDate(day).to_string(),
+                table: table.to_string(),
+                rows: meta
+                    .as_ref()
+                    .and_then(|m| number(m.num_rows.as_ref()))
+                    .map(|n| n.max(0) as u64),
+                last_ingest_micros: meta
+                    .as_ref()
+                    .and_then(|m| number(m.last_modified_time.as_ref()))
+                    .map(|ms| ms * 1000),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let row = rows.first().cloned().unwrap_or_default();
     let cell = |i: usize| row.get(i).cloned().flatten();
     Ok(TableState {
