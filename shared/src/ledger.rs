@@ -193,11 +193,7 @@ impl Ledger {
         match result {
             Ok(out) => claimed(id, &out.attributes.unwrap_or_default()),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let item = match failed_item(e.err()) {
-                    Some(item) => item,
-                    None => self.get(id).await?.unwrap_or_default(),
-                };
-                refused(id, owner, now, &item)
+                refused(id, owner, now, &self.item_after_refusal(id, e.err()).await?)
             }
             Err(e) => Err(self.error(&e)),
         }
@@ -247,11 +243,7 @@ impl Ledger {
                 replace_tables: Some(replace),
             }),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let item = match failed_item(e.err()) {
-                    Some(item) => item,
-                    None => self.get(id).await?.unwrap_or_default(),
-                };
-                refused(id, owner, now, &item)
+                refused(id, owner, now, &self.item_after_refusal(id, e.err()).await?)
             }
             Err(e) => Err(self.error(&e)),
         }
@@ -277,6 +269,18 @@ impl Ledger {
             .expression_attribute_values(":expires", n(now + (RETENTION_DAYS * 86_400) as i64))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+
+    /// The item whose state refused a claim: returned with the refusal, or read again.
+    async fn item_after_refusal(
+        &self,
+        id: &str,
+        e: &aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+    ) -> Result<Item, LedgerError> {
+        match failed_item(e) {
+            Some(item) => Ok(item),
+            None => Ok(self.get(id).await?.unwrap_or_default()),
+        }
     }
 
     async fn get(&self, id: &str) -> Result<Option<Item>, LedgerError> {

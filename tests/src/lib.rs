@@ -86,23 +86,7 @@ impl Harness {
     /// A new bucket, versioned as the template's log bucket is.
     pub async fn bucket(&self, name: &str) -> String {
         let bucket = unique(name);
-        self.s3
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("create bucket");
-        self.s3
-            .put_bucket_versioning()
-            .bucket(&bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("enable versioning");
+        create_versioned_bucket(&self.s3, &bucket).await;
         bucket
     }
 
@@ -320,6 +304,25 @@ impl Harness {
 pub struct Queues {
     pub queue: String,
     pub dlq: String,
+}
+
+/// Creates `bucket` with versioning on, as the template's log bucket is.
+pub async fn create_versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("enable versioning");
 }
 
 /// Path of a workspace binary built by `cargo build` (the same target dir as the tests).

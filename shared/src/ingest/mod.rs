@@ -302,13 +302,8 @@ impl Ingestor {
                     return Ok(staged.report);
                 }
                 let plan = CommitPlan {
-                    ingest_micros,
-                    report: staged.report.to_json(),
-                    streams: staged.streams,
-                    rows: staged.rows,
-                    days: staged.days,
                     replace_tables,
-                    ..Default::default()
+                    ..staged.into_plan(ingest_micros)
                 };
                 ledger
                     .committing(&id, &owner, &plan)
@@ -342,14 +337,7 @@ impl Ingestor {
     ) -> Result<ObjectReport, IngestError> {
         let ingest_micros = crate::clock::now_micros();
         let staged = self.stage(object, uri, ingest_micros, None).await?;
-        let plan = CommitPlan {
-            ingest_micros,
-            report: staged.report.to_json(),
-            streams: staged.streams,
-            rows: staged.rows,
-            days: staged.days,
-            ..Default::default()
-        };
+        let plan = staged.into_plan(ingest_micros);
         self.finish(object, uri, plan, false, None).await
     }
 }

@@ -11,6 +11,7 @@ use crate::bigquery::encode::RowEncoder;
 use crate::bigquery::{BigQueryError, StreamWriter, TableSpec};
 use crate::event::ObjectRef;
 use crate::fault::fault_point;
+use crate::ledger::CommitPlan;
 use crate::quarantine::{QuarantineTarget, QuarantineWriter};
 use crate::route::DaySpan;
 use crate::source::{self, LogObject, SourceError};
@@ -45,6 +46,20 @@ impl Staged {
             streams: BTreeMap::new(),
             rows: BTreeMap::new(),
             days: BTreeMap::new(),
+        }
+    }
+}
+
+impl Staged {
+    /// The plan that commits what was staged, stamped `ingest_micros`.
+    pub fn into_plan(self, ingest_micros: i64) -> CommitPlan {
+        CommitPlan {
+            ingest_micros,
+            report: self.report.to_json(),
+            streams: self.streams,
+            rows: self.rows,
+            days: self.days,
+            ..Default::default()
         }
     }
 }

@@ -295,21 +295,7 @@ impl<'a> Run<'a> {
     async fn setup(&mut self) {
         self.bq.ensure_dataset().await.expect("run dataset");
         let s3 = &self.context.s3;
-        s3.create_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .expect("create bucket");
-        s3.put_bucket_versioning()
-            .bucket(&self.bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("versioning");
+        cf2bq_tests::create_versioned_bucket(s3, &self.bucket).await;
         let first_day = self.rng.random_range(20_454..20_750); // 2026-01..2026-10
         for i in 0..self.rng.random_range(1..=3usize) {
             let key = format!(
