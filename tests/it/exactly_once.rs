@@ -21,6 +21,14 @@ fn three_date_file() -> String {
     text
 }
 
+/// A new versioned bucket holding `key` with [`three_date_file`]: (bucket, key, `s3://` URI).
+async fn three_date_object(h: &Harness, key: &str) -> (String, String, String) {
+    let bucket = h.bucket("logs").await;
+    h.put(&bucket, key, gzip(&three_date_file())).await;
+    let uri = format!("s3://{bucket}/{key}");
+    (bucket, key.to_string(), uri)
+}
+
 fn expected() -> BTreeMap<String, u64> {
     BTreeMap::from([
         ("cloudfront_20260228".to_string(), 1),
@@ -78,10 +86,8 @@ async fn a_redelivered_notification_writes_nothing_more() {
 async fn a_crash_at_any_step_then_a_redelivery_leaves_exactly_one_copy() {
     for point in FAULT_POINTS {
         let h = Harness::with("crash", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
-        let bucket = h.bucket("logs").await;
-        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.crash001.gz";
-        h.put(&bucket, key, gzip(&three_date_file())).await;
-        let uri = format!("s3://{bucket}/{key}");
+        let (_, _, uri) =
+            three_date_object(&h, "cf/E2QWRUHAPOMQZL.2026-03-01-10.crash001.gz").await;
 
         let (ok, _, stderr, _) =
             h.run_binary_with("cf2bq", &["ingest", &uri], &[("CF2BQ_FAULT", point)]);
@@ -110,10 +116,7 @@ async fn a_crash_at_any_step_then_a_redelivery_leaves_exactly_one_copy() {
 #[tokio::test]
 async fn two_concurrent_deliveries_of_one_object_write_one_copy() {
     let h = Harness::new("concurrent").await;
-    let bucket = h.bucket("logs").await;
-    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.concur01.gz";
-    h.put(&bucket, key, gzip(&three_date_file())).await;
-    let uri = format!("s3://{bucket}/{key}");
+    let (_, _, uri) = three_date_object(&h, "cf/E2QWRUHAPOMQZL.2026-03-01-10.concur01.gz").await;
 
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| h.run_binary("cf2bq", &["ingest", &uri]));
@@ -171,14 +174,12 @@ fn lease_expires() {
 #[tokio::test]
 async fn every_entry_point_resolves_one_identity_on_a_versioned_bucket() {
     let h = Harness::new("identity").await;
-    let bucket = h.bucket("logs").await;
+    let (bucket, key, uri) =
+        three_date_object(&h, "cf/E2QWRUHAPOMQZL.2026-03-01-10.ident001.gz").await;
     let queues = h.queues(3).await;
-    let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.ident001.gz";
-    h.put(&bucket, key, gzip(&three_date_file())).await;
-    let uri = format!("s3://{bucket}/{key}");
 
     // The Lambda's path: the event names the version id and the ETag.
-    let announced = h.announced(&bucket, key).await;
+    let announced = h.announced(&bucket, &key).await;
     assert!(announced.version_id.is_some(), "the bucket is versioned");
     let body = shared::event::s3_notification(&announced, "ObjectCreated:Put").to_string();
     let ingestor = h.ingestor().await;
@@ -208,10 +209,8 @@ async fn every_entry_point_resolves_one_identity_on_a_versioned_bucket() {
 async fn a_forced_replay_that_dies_before_its_plan_still_replaces() {
     for point in ["after_claim", "after_append", "after_finalize"] {
         let h = Harness::with("forcecrash", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
-        let bucket = h.bucket("logs").await;
-        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.force001.gz";
-        h.put(&bucket, key, gzip(&three_date_file())).await;
-        let uri = format!("s3://{bucket}/{key}");
+        let (_, _, uri) =
+            three_date_object(&h, "cf/E2QWRUHAPOMQZL.2026-03-01-10.force001.gz").await;
         cf2bq_ok(&h, &["ingest", &uri], &[]);
 
         crash_at(&h, &["ingest", "--force", &uri], point);
@@ -289,10 +288,8 @@ async fn a_forced_replay_of_a_gone_object_keeps_its_rows() {
 async fn a_resume_after_the_streams_expired_stages_the_uncommitted_tables_again() {
     for point in ["after_plan_recorded", "after_table_commit"] {
         let h = Harness::with("expired", &[("CF2BQ_LEASE_SECONDS", "1")]).await;
-        let bucket = h.bucket("logs").await;
-        let key = "cf/E2QWRUHAPOMQZL.2026-03-01-10.expire01.gz";
-        h.put(&bucket, key, gzip(&three_date_file())).await;
-        let uri = format!("s3://{bucket}/{key}");
+        let (_, _, uri) =
+            three_date_object(&h, "cf/E2QWRUHAPOMQZL.2026-03-01-10.expire01.gz").await;
         crash_at(&h, &["ingest", &uri], point);
         lease_expires();
         // The next day: BigQuery has garbage-collected every stream the dead attempt made.
