@@ -9,12 +9,13 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: help demo test test-unit test-integration lint stack-up stack-down stack-env \
-        build deploy bench replay fmt clippy chaos
+        build deploy bench replay fmt clippy chaos scale
 
 help:
 	@echo "make demo    - the whole pipeline on a local stack, counts per day checked"
 	@echo "make test    - every test (unit, integration against local emulators, lint, fuzz)"
 	@echo "make chaos   - exactly-once fault campaign (RUNS=1000, SEED=random; SEED=X RUNS=1 replays one run)"
+	@echo "make scale   - 20,000 objects in bursts: API calls counted, rows checked, 1M objects/day extrapolated (OBJECTS, BUILD=debug)"
 	@echo "make bench   - ingest transform vs zcat vs a Python reference, 1 GiB object"
 	@echo "make build   - release arm64 bootstrap.zip per Lambda (cargo-lambda)"
 	@echo "make deploy  - package + deploy infra/cf2bq.yaml (see docs/deploy.md)"
@@ -57,6 +58,9 @@ bench:
 
 chaos:
 	scripts/chaos.sh
+
+scale:
+	scripts/scale.sh
 
 replay:
 	$(CARGO) run --quiet --bin cf2bq -- replay $(ARGS)

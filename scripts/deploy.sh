@@ -18,7 +18,7 @@
 #   INGEST_MEMORY_MB             INGEST_TIMEOUT_SECONDS INGEST_MAX_CONCURRENCY
 #   KEEPER_MEMORY_MB             KEEPER_TIMEOUT_SECONDS LOG_RETENTION_DAYS
 #   CREATE_AHEAD_DAYS            LOOKBACK_DAYS         STALE_HOURS
-#   ALERT_REPEAT_HOURS
+#   ALERT_REPEAT_HOURS           INGEST_BATCH_SIZE     INGEST_BATCHING_WINDOW_SECONDS
 #   FUNCTION_NAME_PREFIX  functions <prefix>-ingest, <prefix>-table-keeper; unset = the stack
 #                         name when it has at most 51 characters; empty = CloudFormation names
 #   INGEST_ZIP, KEEPER_ZIP (other zip paths), AWS_REGION / AWS_PROFILE (usual AWS CLI
@@ -93,6 +93,8 @@ add KeeperSchedule KEEPER_SCHEDULE
 add IngestMemoryMB INGEST_MEMORY_MB
 add IngestTimeoutSeconds INGEST_TIMEOUT_SECONDS
 add IngestMaxConcurrency INGEST_MAX_CONCURRENCY
+add IngestBatchSize INGEST_BATCH_SIZE
+add IngestBatchingWindowSeconds INGEST_BATCHING_WINDOW_SECONDS
 add KeeperMemoryMB KEEPER_MEMORY_MB
 add KeeperTimeoutSeconds KEEPER_TIMEOUT_SECONDS
 add LogRetentionDays LOG_RETENTION_DAYS

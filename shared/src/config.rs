@@ -73,6 +73,8 @@ pub struct Config {
     /// Target size of one AppendRows request (BigQuery's limit is 10 MB).
     pub batch_bytes: usize,
     pub max_line_bytes: usize,
+    /// Objects of one invocation read and parsed at once (memory grows with it).
+    pub parallel_objects: usize,
     /// No object starts with less than this left before the invocation's deadline.
     pub deadline_reserve: Duration,
     /// `ingest --poll-queue`: the deadline each simulated invocation gets (Lambda's timeout).
@@ -133,6 +135,9 @@ impl Config {
             batch_bytes: number(&get, "CF2BQ_BATCH_BYTES")?.unwrap_or(DEFAULT_BATCH_BYTES),
             max_line_bytes: number(&get, "CF2BQ_MAX_LINE_BYTES")?
                 .unwrap_or(crate::cloudfront::DEFAULT_MAX_LINE_BYTES),
+            parallel_objects: number(&get, "CF2BQ_PARALLEL_OBJECTS")?
+                .unwrap_or(DEFAULT_PARALLEL_OBJECTS)
+                .max(1),
             deadline_reserve: Duration::from_secs(
                 number(&get, "CF2BQ_DEADLINE_RESERVE_SECONDS")?.unwrap_or(120),
             ),
@@ -142,6 +147,10 @@ impl Config {
         })
     }
 }
+
+/// Objects parsed at once: each holds a few MiB of batches in flight, and small objects
+/// spend most of their time waiting on S3, so four keep two cores busy.
+const DEFAULT_PARALLEL_OBJECTS: usize = 4;
 
 const CREDENTIAL_CONFIG: &str = "CF2BQ_GCP_CREDENTIAL_CONFIG";
 

@@ -1,5 +1,7 @@
 //! The exactly-once ledger: one DynamoDB item per object version, moved through
-//! CLAIMED → COMMITTING → DONE with conditional writes.
+//! CLAIMED → COMMITTING → DONE with conditional writes, and one item per **batch**: the
+//! objects of one invocation staged into shared PENDING streams (one per table, not one
+//! per object: CreateWriteStream is a scarce quota) and committed together.
 //!
 //! * **Identity**: `s3://bucket/key#etag`, the same from every entry point (live events,
 //!   replay listings, the CLI): S3 events carry the ETag, listings carry it, and the CLI asks
@@ -7,9 +9,13 @@
 //! * **CLAIMED** (with a lease): an invocation is reading and appending to PENDING streams.
 //!   Nothing is visible yet; if it dies, the lease expires and the next attempt starts over
 //!   (the dead attempt's streams are never committed, so BigQuery discards them).
-//! * **COMMITTING**: every stream is finalized and recorded here, with the attempt's
-//!   `ingest_time`, before the first commit. A retry after a crash in this state does not
-//!   re-read the object: it finishes committing the recorded streams.
+//! * **COMMITTING**: every stream is finalized and the batch's plan recorded on its own item
+//!   (`batch#<owner>`: streams, the attempt's `ingest_time`, each object's rows), then every
+//!   object of the batch moves to COMMITTING naming that batch, in **one transaction**: the
+//!   batch's streams are committed only if every object in them is bound to it, so no object
+//!   can be staged again elsewhere while its rows wait in a stream. A retry after a crash in
+//!   this state does not re-read the object: it claims the batch and finishes its plan, for
+//!   every object in it.
 //! * **DONE**: rows per table and rejected lines. A redelivery is acknowledged without writing.
 //!
 //! A forced replay claims a DONE item again and records, in the same conditional write, which
@@ -21,11 +27,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 
 use crate::bigquery::auth::aws_error;
 use crate::clock::now_secs;
 use crate::route::DaySpan;
+use crate::source::LogObject;
+
+/// DynamoDB's limit on the items of one transaction: the most objects one batch can bind.
+pub const MAX_BATCH_OBJECTS: usize = 100;
 
 /// Ledger items outlive any realistic replay window, then expire (DynamoDB TTL).
 const RETENTION_DAYS: u64 = 400;
@@ -56,13 +68,13 @@ pub fn object_id(bucket: &str, key: &str, etag: &str) -> String {
 /// have (`None`: unknown, the whole table is searched).
 pub type Replace = BTreeMap<String, Option<DaySpan>>;
 
-/// What an attempt recorded before committing: enough to finish without re-reading.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a batch recorded before committing: enough to finish without re-reading.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CommitPlan {
     /// The `ingest_time` (µs) of the attempt that staged first: every row this plan commits
     /// is stamped with it or later, every row it replaces earlier.
     pub ingest_micros: i64,
-    /// Table → finalized PENDING stream.
+    /// Table → finalized PENDING stream, holding the rows of every object of the batch.
     pub streams: BTreeMap<String, String>,
     /// Table → rows in its stream.
     pub rows: BTreeMap<String, u64>,
@@ -74,9 +86,20 @@ pub struct CommitPlan {
     pub days: BTreeMap<String, DaySpan>,
     /// Tables whose stream is known committed.
     pub committed: BTreeSet<String>,
+    /// The objects whose rows the streams hold, by ledger id.
+    pub objects: BTreeMap<String, PlannedObject>,
+}
+
+/// One object's share of a batch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedObject {
+    /// Where to read it again if a stream expires before its commit.
+    pub object: LogObject,
+    /// Table → this object's rows in the table's stream.
+    pub rows: BTreeMap<String, u64>,
     /// A forced replay: after committing, delete the object's older rows from these tables.
     pub replace_tables: Option<Replace>,
-    /// The attempt's report, returned when the object is done.
+    /// The object's report, returned (and recorded) when the batch is done.
     pub report: serde_json::Value,
 }
 
@@ -88,6 +111,16 @@ impl CommitPlan {
             .copied()
             .unwrap_or(self.ingest_micros)
     }
+
+    /// The lineage (`source_object`) of the objects with rows in `table`, with their ids.
+    pub fn objects_in<'a>(
+        &'a self,
+        table: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a PlannedObject)> + 'a {
+        self.objects
+            .iter()
+            .filter(move |(_, o)| o.rows.get(table).is_some_and(|&n| n > 0))
+    }
 }
 
 /// The outcome of claiming an object.
@@ -95,8 +128,9 @@ impl CommitPlan {
 pub enum Claim {
     /// Ours to ingest. `replace_tables`: a forced replay of these previously loaded tables.
     Fresh { replace_tables: Option<Replace> },
-    /// A previous attempt died while committing: finish its plan.
-    Resume(CommitPlan),
+    /// The object is bound to a batch whose invocation died while committing: claim that
+    /// batch ([`Ledger::claim_batch`]) and finish its plan.
+    InBatch(String),
     /// Already ingested: the report recorded then.
     Done(serde_json::Value),
     /// Another invocation holds a live lease: retry later.
@@ -104,6 +138,25 @@ pub enum Claim {
         owner: String,
         lease_seconds_left: i64,
     },
+}
+
+/// The outcome of claiming a batch to finish it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchClaim {
+    /// Ours now: finish its plan.
+    Resume(CommitPlan),
+    /// Finished already; some of its objects may still need marking DONE from the plan.
+    Done(CommitPlan),
+    /// Another invocation is finishing it: retry later.
+    Busy {
+        owner: String,
+        lease_seconds_left: i64,
+    },
+}
+
+/// The ledger id of the batch `owner` stages.
+pub fn batch_id(owner: &str) -> String {
+    format!("batch#{owner}")
 }
 
 #[derive(Clone)]
@@ -295,21 +348,204 @@ impl Ledger {
             .map_err(|e| self.error(&e))
     }
 
-    /// Records the plan (all streams finalized) before the first commit.
-    pub async fn committing(
+    /// Records the batch's plan (all streams finalized) before the first commit, then binds
+    /// every object in it to the batch in one transaction, conditional on each still being
+    /// ours: if any was taken over, nothing is bound and the streams are never committed.
+    /// Repeating it after a lost answer finds the objects bound already, and succeeds.
+    pub async fn record_batch(
         &self,
-        id: &str,
+        batch: &str,
         owner: &str,
         plan: &CommitPlan,
     ) -> Result<(), LedgerError> {
+        assert!(
+            plan.objects.len() <= MAX_BATCH_OBJECTS,
+            "a batch binds at most {MAX_BATCH_OBJECTS} objects"
+        );
+        let now = now_secs();
         let plan_json = serde_json::to_string(plan).expect("plans serialize");
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("object_id", s(batch))
+            .item("status", s(COMMITTING))
+            .item("owner", s(owner))
+            .item("lease_until", n(now + self.lease.as_secs() as i64))
+            .item("commit_plan", s(plan_json))
+            .item("expires_at", n(now + (RETENTION_DAYS * 86_400) as i64))
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        crate::fault::fault_point("after_batch_recorded");
+        let updates = plan.objects.keys().map(|id| {
+            self.transact_update(id)
+                .update_expression("SET #status = :committing, batch_id = :batch")
+                .condition_expression(
+                    "#owner = :me AND (#status = :claimed \
+                     OR (#status = :committing AND batch_id = :batch))",
+                )
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(":claimed", s(CLAIMED))
+                .expression_attribute_values(":committing", s(COMMITTING))
+                .expression_attribute_values(":batch", s(batch))
+        });
+        self.transact(batch, updates).await
+    }
+
+    /// Marks the objects of a finished batch DONE with their reports, in transactions; an
+    /// object some other attempt marked already (a concurrent resume) is left as it is.
+    pub async fn batch_objects_done(
+        &self,
+        batch: &str,
+        reports: &[(String, serde_json::Value)],
+    ) -> Result<(), LedgerError> {
+        let now = now_secs();
+        let update = |id: &str, report: &serde_json::Value| {
+            self.transact_update(id)
+                .update_expression(
+                    "SET #status = :done, object_report = :report, lease_until = :zero, \
+                     done_at = :now REMOVE batch_id, replace_tables",
+                )
+                .condition_expression("#status = :committing AND batch_id = :batch")
+                .expression_attribute_values(":done", s(DONE))
+                .expression_attribute_values(":report", s(report.to_string()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":committing", s(COMMITTING))
+                .expression_attribute_values(":batch", s(batch))
+        };
+        for chunk in reports.chunks(MAX_BATCH_OBJECTS) {
+            let updates = chunk.iter().map(|(id, report)| update(id, report));
+            match self.transact(batch, updates).await {
+                Ok(()) => {}
+                Err(LedgerError::LostClaim { .. }) => {
+                    // Some are DONE already: mark the others one by one.
+                    for (id, report) in chunk {
+                        let single = update(id, report).build().expect("key and expression set");
+                        let result = self
+                            .client
+                            .update_item()
+                            .table_name(single.table_name())
+                            .set_key(Some(single.key().clone()))
+                            .update_expression(single.update_expression())
+                            .set_condition_expression(
+                                single.condition_expression().map(str::to_string),
+                            )
+                            .set_expression_attribute_names(
+                                single.expression_attribute_names().cloned(),
+                            )
+                            .set_expression_attribute_values(
+                                single.expression_attribute_values().cloned(),
+                            )
+                            .send()
+                            .await;
+                        match result {
+                            Ok(_) => {}
+                            Err(SdkError::ServiceError(e))
+                                if e.err().is_conditional_check_failed_exception() => {}
+                            Err(e) => return Err(self.error(&e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a batch finished (its objects are DONE); a resume that finds it so only marks
+    /// the objects still left.
+    pub async fn batch_done(&self, batch: &str, owner: &str) -> Result<(), LedgerError> {
         self.update_owned(
-            id,
+            batch,
             owner,
-            "SET #status = :status, commit_plan = :plan",
-            vec![(":status", s(COMMITTING)), (":plan", s(plan_json))],
+            "SET #status = :status, lease_until = :zero",
+            vec![(":status", s(DONE)), (":zero", n(0))],
         )
         .await
+    }
+
+    /// Claims a batch whose invocation died while committing (its lease expired), to finish
+    /// its plan.
+    pub async fn claim_batch(&self, batch: &str, owner: &str) -> Result<BatchClaim, LedgerError> {
+        let now = now_secs();
+        let result = self
+            .claim_request(batch, owner, now)
+            .update_expression(CLAIM_SET)
+            .condition_expression(
+                "attribute_exists(object_id) AND lease_until < :now AND #status = :committing",
+            )
+            .expression_attribute_values(":committing", s(COMMITTING))
+            .send()
+            .await;
+        let item = match result {
+            Ok(out) => {
+                return Ok(BatchClaim::Resume(plan_of(
+                    batch,
+                    &out.attributes.unwrap_or_default(),
+                )?))
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                self.item_after_refusal(batch, e.err()).await?
+            }
+            Err(e) => return Err(self.error(&e)),
+        };
+        if item.is_empty() {
+            return Err(LedgerError::Malformed {
+                id: batch.to_string(),
+                detail: "objects are bound to a batch that has no item".into(),
+            });
+        }
+        match text(&item, "status") {
+            Some(DONE) => Ok(BatchClaim::Done(plan_of(batch, &item)?)),
+            // A retry of a claim that had succeeded.
+            _ if text(&item, "owner") == Some(owner) => {
+                Ok(BatchClaim::Resume(plan_of(batch, &item)?))
+            }
+            _ => Ok(BatchClaim::Busy {
+                owner: text(&item, "owner").unwrap_or_default().to_string(),
+                lease_seconds_left: (number(&item, "lease_until").unwrap_or(0) - now).max(0),
+            }),
+        }
+    }
+
+    /// One conditional update of a transaction, on the item `id`.
+    fn transact_update(&self, id: &str) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("object_id", s(id))
+            .expression_attribute_names("#status", "status")
+    }
+
+    /// Runs `updates` as one transaction; a failed condition anywhere is `LostClaim`.
+    async fn transact(
+        &self,
+        batch: &str,
+        updates: impl Iterator<Item = aws_sdk_dynamodb::types::builders::UpdateBuilder>,
+    ) -> Result<(), LedgerError> {
+        let items: Vec<TransactWriteItem> = updates
+            .map(|u| {
+                TransactWriteItem::builder()
+                    .update(u.build().expect("key and expression set"))
+                    .build()
+            })
+            .collect();
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if condition_failed(e.err()) => {
+                Err(LedgerError::LostClaim {
+                    id: batch.to_string(),
+                })
+            }
+            Err(e) => Err(self.error(&e)),
+        }
     }
 
     /// Records progress: the plan with more tables committed (or streams staged again).
@@ -417,7 +653,14 @@ fn claimed(id: &str, before: &Item) -> Result<Claim, LedgerError> {
         None | Some(CLAIMED) => Ok(Claim::Fresh {
             replace_tables: replace_of(id, before)?,
         }),
-        Some(COMMITTING) => Ok(Claim::Resume(plan_of(id, before)?)),
+        Some(COMMITTING) => Ok(Claim::InBatch(
+            text(before, "batch_id")
+                .ok_or_else(|| LedgerError::Malformed {
+                    id: id.to_string(),
+                    detail: "COMMITTING without a batch".into(),
+                })?
+                .to_string(),
+        )),
         Some(other) => Err(LedgerError::Malformed {
             id: id.to_string(),
             detail: format!("claimed an item in status {other}"),
@@ -451,6 +694,20 @@ fn plan_of(id: &str, item: &Item) -> Result<CommitPlan, LedgerError> {
         id: id.to_string(),
         detail: e.to_string(),
     })
+}
+
+/// Whether a transaction was cancelled because a condition failed (rather than by a
+/// conflict or throttling, which a retry can get past).
+fn condition_failed(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> bool {
+    match e {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
 }
 
 /// The item as it was when a condition failed (ReturnValuesOnConditionCheckFailure).
@@ -512,16 +769,15 @@ mod tests {
             ["cf_20260301"],
             "the forced replay's intent comes with it"
         );
-        let plan = serde_json::to_string(&CommitPlan::default()).unwrap();
         let committing = item(&[
             ("owner", "me"),
             ("status", "COMMITTING"),
-            ("commit_plan", &plan),
+            ("batch_id", "batch#me"),
         ]);
-        assert!(matches!(
+        assert_eq!(
             refused("id", "me", 1000, &committing).unwrap(),
-            Claim::Resume(_)
-        ));
+            Claim::InBatch("batch#me".into())
+        );
     }
 
     #[test]

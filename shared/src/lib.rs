@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod bigquery;
+pub mod calls;
 pub mod clock;
 pub mod cloudfront;
 pub mod config;

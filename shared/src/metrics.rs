@@ -75,6 +75,29 @@ pub fn object_failed(object: &str) {
     emit("ingest", &metrics, extra);
 }
 
+/// Per invocation: the external API calls it made ([`crate::calls`]) as `Calls.<Service.Operation>`
+/// (Count; `…Bytes` in Bytes). `Calls.BigQuery.CreateWriteStream` summed per hour is what the
+/// project's 10,000-an-hour quota is held against.
+pub fn calls(counts: &std::collections::BTreeMap<String, u64>) {
+    if counts.is_empty() {
+        return;
+    }
+    let names: Vec<String> = counts.keys().map(|api| format!("Calls.{api}")).collect();
+    let metrics: Vec<(&str, f64, &str)> = names
+        .iter()
+        .zip(counts)
+        .map(|(name, (api, n))| {
+            let unit = if api.ends_with("Bytes") {
+                "Bytes"
+            } else {
+                "Count"
+            };
+            (name.as_str(), *n as f64, unit)
+        })
+        .collect();
+    emit("ingest", &metrics, Map::new());
+}
+
 /// (name, value, unit).
 type Metric = (&'static str, f64, &'static str);
 

@@ -40,7 +40,7 @@ impl crate::retry::Transient for SourceError {
 }
 
 /// A log object to read: in S3, or a local file (CLI).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LogObject {
     S3(ObjectRef),
     File(std::path::PathBuf),

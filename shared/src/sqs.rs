@@ -1,6 +1,7 @@
-//! SQS batches: each message's objects through [`Ingestor::ingest_with`], failures reported
+//! SQS batches: the objects of all the messages ingested together through
+//! [`Ingestor::ingest_batch`] (one stream per table for the whole batch), failures reported
 //! per message (partial batch failure) so only those are retried and, after the queue's
-//! maxReceiveCount, dead-lettered. No object starts close to the invocation's deadline: the
+//! maxReceiveCount, dead-lettered. No batch starts close to the invocation's deadline: the
 //! messages not started are reported failed, so a timeout never returns the whole batch
 //! (which would grow every message's receive count, healthy neighbours included).
 //!
@@ -11,11 +12,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tracing::Instrument;
 
 use crate::bigquery::auth::aws_error;
 use crate::event::{decode_body, Notification};
-use crate::ingest::{IngestError, Ingestor, ObjectReport};
+use crate::ingest::{BatchItem, IngestError, Ingestor, ObjectReport};
+use crate::ledger::MAX_BATCH_OBJECTS;
 use crate::retry::Transient;
 use crate::source::LogObject;
 
@@ -59,13 +60,8 @@ impl Deadline {
     }
 }
 
-/// Processes one SQS message body: every object it announces. `Ok` means the message can
-/// be deleted (done, skipped, or nothing to do); `Err` means it must be retried.
-pub async fn process_message(
-    ingestor: &Ingestor,
-    body: &str,
-    deadline: Option<Deadline>,
-) -> Result<Vec<ObjectReport>, MessageError> {
+/// What a message asks for: the objects it announces (none for a test event).
+fn decode(body: &str) -> Result<Vec<BatchItem>, MessageError> {
     match decode_body(body).map_err(MessageError::Event)? {
         Notification::TestEvent => {
             tracing::info!("s3:TestEvent acknowledged");
@@ -75,71 +71,116 @@ pub async fn process_message(
             tracing::info!(%why, "notification ignored");
             Ok(Vec::new())
         }
-        Notification::Objects { objects, force } => {
-            let mut reports = Vec::with_capacity(objects.len());
-            for object in objects {
-                if let Some(deadline) = deadline {
-                    deadline.check()?;
-                }
-                let report = ingestor
-                    .ingest_with(&LogObject::S3(object), force)
-                    .await
-                    .map_err(MessageError::Ingest)?;
-                reports.push(report);
-            }
-            Ok(reports)
-        }
+        Notification::Objects { objects, force } => Ok(objects
+            .into_iter()
+            .map(|object| BatchItem {
+                object: LogObject::S3(object),
+                force,
+            })
+            .collect()),
     }
 }
 
-/// Processes a batch; returns the message ids that failed and must be retried, and the
-/// reports of the objects done.
+/// Processes one message body outside an SQS batch (SNS, EventBridge or direct shapes):
+/// every object it announces, as one batch. `Err`: it must be retried.
+pub async fn process_message(
+    ingestor: &Ingestor,
+    body: &str,
+    deadline: Option<Deadline>,
+) -> Result<Vec<ObjectReport>, MessageError> {
+    if let Some(deadline) = deadline {
+        deadline.check()?;
+    }
+    let items = decode(body)?;
+    ingestor
+        .ingest_batch(&items)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(MessageError::Ingest)
+}
+
+/// Processes a batch: the objects of all its messages ingested as batches sharing their
+/// streams. Returns the message ids that failed and must be retried, and the reports of
+/// the objects done.
 pub async fn process_batch(
     ingestor: &Ingestor,
     messages: &[(String, String)],
     deadline: Option<Deadline>,
 ) -> (Vec<String>, Vec<ObjectReport>) {
-    dispatch(messages, deadline, |body| {
-        process_message(ingestor, body, deadline)
+    dispatch(messages, deadline, MAX_BATCH_OBJECTS, |items| async move {
+        ingestor.ingest_batch(&items).await
     })
     .await
 }
 
-/// The batch loop, apart from what a message does (unit-tested without AWS).
-async fn dispatch<'a, F, Fut>(
-    messages: &'a [(String, String)],
+/// The batch loop, apart from what ingesting does (unit-tested without AWS): messages are
+/// decoded, grouped into batches of at most `max_objects` objects (a message is never
+/// split), and a batch starts only while the deadline leaves enough time.
+async fn dispatch<F, Fut>(
+    messages: &[(String, String)],
     deadline: Option<Deadline>,
-    mut process: F,
+    max_objects: usize,
+    mut ingest: F,
 ) -> (Vec<String>, Vec<ObjectReport>)
 where
-    F: FnMut(&'a str) -> Fut,
-    Fut: Future<Output = Result<Vec<ObjectReport>, MessageError>>,
+    F: FnMut(Vec<BatchItem>) -> Fut,
+    Fut: Future<Output = Vec<Result<ObjectReport, IngestError>>>,
 {
     let mut failed = Vec::new();
     let mut reports = Vec::new();
-    for (message_id, body) in messages {
+    let fail = |failed: &mut Vec<String>, message_id: &str, e: &MessageError| {
         let span = tracing::info_span!("message", message_id = %message_id);
-        let result = match deadline.map(|d| d.check()).transpose() {
-            Err(e) => Err(e),
-            Ok(_) => match deadline {
-                Some(d) => {
-                    crate::retry::within(d.at, process(body))
-                        .instrument(span.clone())
-                        .await
-                }
-                None => process(body).instrument(span.clone()).await,
-            },
-        };
-        match result {
-            Ok(r) => {
-                r.iter().for_each(crate::metrics::object);
-                reports.extend(r);
+        let _entered = span.enter();
+        tracing::error!(error = %e, retryable = e.is_transient(), "message failed; it will be retried");
+        crate::metrics::object_failed(&e.to_string());
+        failed.push(message_id.to_string());
+    };
+
+    // Decode every message; the undecodable fail alone.
+    let mut decoded: Vec<(&str, Vec<BatchItem>)> = Vec::new();
+    for (message_id, body) in messages {
+        match decode(body) {
+            Ok(items) => decoded.push((message_id, items)),
+            Err(e) => fail(&mut failed, message_id, &e),
+        }
+    }
+
+    let mut rest = decoded.as_slice();
+    while !rest.is_empty() {
+        let mut take = 1;
+        let mut objects = rest[0].1.len();
+        while take < rest.len() && objects + rest[take].1.len() <= max_objects {
+            objects += rest[take].1.len();
+            take += 1;
+        }
+        let (batch, later) = rest.split_at(take);
+        rest = later;
+        if let Some(Err(e)) = deadline.map(|d| d.check()) {
+            for (message_id, _) in batch.iter().chain(rest) {
+                fail(&mut failed, message_id, &e);
             }
-            Err(e) => {
-                let _entered = span.enter();
-                tracing::error!(error = %e, retryable = e.is_transient(), "message failed; it will be retried");
-                crate::metrics::object_failed(&e.to_string());
-                failed.push(message_id.clone());
+            break;
+        }
+        let items: Vec<BatchItem> = batch.iter().flat_map(|(_, items)| items.clone()).collect();
+        let mut results = match deadline {
+            Some(d) => crate::retry::within(d.at, ingest(items)).await,
+            None => ingest(items).await,
+        }
+        .into_iter();
+        for (message_id, items) in batch {
+            let mut error = None;
+            for result in results.by_ref().take(items.len()) {
+                match result {
+                    Ok(report) => {
+                        crate::metrics::object(&report);
+                        reports.push(report);
+                    }
+                    Err(e) => error = error.or(Some(e)),
+                }
+            }
+            if let Some(e) = error {
+                fail(&mut failed, message_id, &MessageError::Ingest(e));
             }
         }
     }
@@ -240,46 +281,126 @@ pub struct PollStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{s3_notification, ObjectRef};
+    use crate::ingest::Outcome;
     use std::cell::RefCell;
 
-    fn batch(n: usize) -> Vec<(String, String)> {
+    fn object(key: &str) -> ObjectRef {
+        ObjectRef {
+            bucket: "logs".into(),
+            key: key.into(),
+            size: Some(10),
+            etag: Some("e".into()),
+            version_id: None,
+        }
+    }
+
+    /// Messages `m0..`, each announcing one object `k0..`.
+    fn messages(n: usize) -> Vec<(String, String)> {
         (0..n)
-            .map(|i| (format!("m{i}"), format!("body{i}")))
+            .map(|i| {
+                (
+                    format!("m{i}"),
+                    s3_notification(&object(&format!("k{i}")), "ObjectCreated:Put").to_string(),
+                )
+            })
             .collect()
     }
 
+    fn key_of(item: &BatchItem) -> String {
+        match &item.object {
+            LogObject::S3(o) => o.key.clone(),
+            LogObject::File(p) => p.display().to_string(),
+        }
+    }
+
+    fn loaded(item: &BatchItem) -> Result<ObjectReport, IngestError> {
+        Ok(ObjectReport::empty(item.object.uri(), Outcome::Loaded))
+    }
+
+    fn failure(item: &BatchItem) -> Result<ObjectReport, IngestError> {
+        Err(IngestError::Busy {
+            object: item.object.uri(),
+            owner: "someone".into(),
+            lease_seconds_left: 1,
+        })
+    }
+
     #[tokio::test]
-    async fn near_the_deadline_no_message_starts_and_each_is_reported_failed() {
+    async fn the_objects_of_all_messages_are_ingested_as_one_batch() {
+        let batches = RefCell::new(Vec::new());
+        let (failed, reports) = dispatch(&messages(3), None, MAX_BATCH_OBJECTS, |items| {
+            batches
+                .borrow_mut()
+                .push(items.iter().map(key_of).collect::<Vec<_>>());
+            async move { items.iter().map(loaded).collect() }
+        })
+        .await;
+        assert_eq!(*batches.borrow(), vec![vec!["k0", "k1", "k2"]]);
+        assert!(failed.is_empty());
+        assert_eq!(reports.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn batches_hold_at_most_max_objects_and_never_split_a_message() {
+        let mut all = messages(3);
+        let two = json!({"Records": [
+            s3_notification(&object("a"), "ObjectCreated:Put")["Records"][0],
+            s3_notification(&object("b"), "ObjectCreated:Put")["Records"][0],
+        ]});
+        all.insert(1, ("pair".into(), two.to_string()));
+        let batches = RefCell::new(Vec::new());
+        dispatch(&all, None, 2, |items| {
+            batches
+                .borrow_mut()
+                .push(items.iter().map(key_of).collect::<Vec<_>>());
+            async move { items.iter().map(loaded).collect() }
+        })
+        .await;
+        assert_eq!(
+            *batches.borrow(),
+            vec![vec!["k0"], vec!["a", "b"], vec!["k1", "k2"]]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_that_fails_fails_only_its_own_message() {
+        let mut all = messages(3);
+        all.push(("junk".into(), "not json".into()));
+        let (failed, reports) = dispatch(&all, None, MAX_BATCH_OBJECTS, |items| async move {
+            items
+                .iter()
+                .map(|i| {
+                    if key_of(i) == "k1" {
+                        failure(i)
+                    } else {
+                        loaded(i)
+                    }
+                })
+                .collect()
+        })
+        .await;
+        assert_eq!(failed, vec!["junk", "m1"]);
+        assert_eq!(reports.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_no_batch_starts_and_each_message_is_reported_failed() {
         let started = RefCell::new(Vec::new());
-        let messages = batch(3);
         let deadline = Deadline {
             at: Instant::now() + Duration::from_millis(200),
             reserve: Duration::from_millis(100),
         };
-        let (failed, _) = dispatch(&messages, Some(deadline), |body| {
-            started.borrow_mut().push(body.to_string());
-            async {
-                // The first message uses up the time the others would need.
+        let (failed, _) = dispatch(&messages(3), Some(deadline), 1, |items| {
+            started.borrow_mut().extend(items.iter().map(key_of));
+            async move {
+                // The first batch uses up the time the others would need.
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                Ok(Vec::new())
+                items.iter().map(loaded).collect()
             }
         })
         .await;
-        assert_eq!(*started.borrow(), vec!["body0"]);
+        assert_eq!(*started.borrow(), vec!["k0"]);
         assert_eq!(failed, vec!["m1", "m2"]);
-    }
-
-    #[tokio::test]
-    async fn without_a_deadline_every_message_runs_and_failures_are_per_message() {
-        let messages = batch(3);
-        let (failed, _) = dispatch(&messages, None, |body| async move {
-            if body == "body1" {
-                Err(MessageError::Deadline(Duration::ZERO))
-            } else {
-                Ok(Vec::new())
-            }
-        })
-        .await;
-        assert_eq!(failed, vec!["m1"]);
     }
 }

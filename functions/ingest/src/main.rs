@@ -81,6 +81,16 @@ async fn handle(
     payload: Value,
     deadline: sqs::Deadline,
 ) -> Result<Value, Error> {
+    let response = handle_event(ingestor, payload, deadline).await;
+    shared::metrics::calls(&shared::calls::take());
+    response
+}
+
+async fn handle_event(
+    ingestor: &Ingestor,
+    payload: Value,
+    deadline: sqs::Deadline,
+) -> Result<Value, Error> {
     let is_sqs = payload["Records"][0]["eventSource"] == "aws:sqs";
     if is_sqs {
         let batch: SqsEvent = serde_json::from_value(payload)?;

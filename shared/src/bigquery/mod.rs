@@ -174,7 +174,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BQError>>,
 {
+    let api = format!("BigQuery.{}", call.split(' ').next().unwrap_or(call));
+    let dml = ["DELETE", "UPDATE", "INSERT", "MERGE"]
+        .iter()
+        .any(|verb| call.starts_with(&format!("jobs.query `{verb}")));
     retry::retry(call, Backoff::STANDARD, || {
+        crate::calls::count(&api);
+        if dml {
+            crate::calls::count("BigQuery.DML");
+        }
         let answer = tokio::time::timeout(REST_TIMEOUT, attempt());
         async move {
             match answer.await {

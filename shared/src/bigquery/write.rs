@@ -240,6 +240,10 @@ impl WriteApi {
         F: Fn(BigQueryWriteClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, Status>>,
     {
+        crate::calls::count(&format!(
+            "BigQuery.{}",
+            call.split(' ').next().unwrap_or(call)
+        ));
         if self.inject(Fault::UnaryUnavailable) {
             return Err(grpc_error(
                 call,
@@ -746,6 +750,11 @@ impl StreamWriter {
                 }
             }
             connection.sent += 1;
+            crate::calls::count("BigQuery.AppendRows");
+            crate::calls::add(
+                "BigQuery.AppendRowsBytes",
+                prost::Message::encoded_len(&next.request) as u64,
+            );
         }
         while self.unacked.len() > keep {
             let response = self.next_response().await?;
@@ -760,6 +769,12 @@ impl StreamWriter {
         let oldest = self.unacked.front_mut().expect("something to send");
         oldest.sends += 1;
         let first = with_schema(&oldest.request, &self.descriptor);
+        crate::calls::count("BigQuery.AppendRowsConnections");
+        crate::calls::count("BigQuery.AppendRows");
+        crate::calls::add(
+            "BigQuery.AppendRowsBytes",
+            prost::Message::encoded_len(&first) as u64,
+        );
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 1);
         tx.send(first).await.expect("receiver is alive");
         let request = self
