@@ -158,6 +158,16 @@ pub async fn upload(
     bucket: &str,
     options: &GenOptions,
 ) -> Result<Manifest, String> {
+    upload_with_progress(s3, bucket, options, |_| {}).await
+}
+
+/// [`upload`], calling `progress` after each object with the number uploaded so far.
+pub async fn upload_with_progress(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    options: &GenOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<Manifest, String> {
     let mut manifest = Manifest::default();
     for index in 0..options.objects {
         let mut body = Vec::new();
@@ -176,6 +186,7 @@ pub async fn upload(
                 )
             })?;
         manifest.add(object);
+        progress(manifest.objects.len() as u64);
     }
     Ok(manifest)
 }

@@ -62,10 +62,12 @@ pub struct ReplaySummary {
     pub failed: u64,
 }
 
-/// Lists the selected objects (ListObjectsV2, all pages).
+/// Lists the selected objects (ListObjectsV2, all pages); `progress` is called after each page
+/// with the number of keys listed so far. Returns (listed, selected).
 pub async fn list(
     s3: &aws_sdk_s3::Client,
     selection: &Selection,
+    mut progress: impl FnMut(u64),
 ) -> Result<(u64, Vec<ObjectRef>), ReplayError> {
     let mut pages = s3
         .list_objects_v2()
@@ -98,23 +100,25 @@ pub async fn list(
                 version_id: None,
             });
         }
+        progress(listed);
     }
     Ok((listed, objects))
 }
 
 /// Drops objects the ledger has as DONE (unless `force`); returns the rest and how many were
-/// skipped.
+/// skipped. `progress` is called after each ledger lookup with the number checked so far.
 pub async fn without_done(
     ledger: &Ledger,
     objects: Vec<ObjectRef>,
     force: bool,
+    mut progress: impl FnMut(u64),
 ) -> Result<(Vec<ObjectRef>, u64), ReplayError> {
     if force {
         return Ok((objects, 0));
     }
     let mut keep = Vec::with_capacity(objects.len());
     let mut skipped = 0;
-    for object in objects {
+    for (checked, object) in (1..).zip(objects) {
         let etag = object.etag.as_deref().unwrap_or_default();
         if ledger
             .is_done(&object_id(&object.bucket, &object.key, etag))
@@ -124,6 +128,7 @@ pub async fn without_done(
         } else {
             keep.push(object);
         }
+        progress(checked);
     }
     Ok((keep, skipped))
 }
@@ -200,11 +205,13 @@ pub async fn dead_letter_queue(
 
 /// Moves every message from `dlq_url` back to `queue_url` (sent first, then deleted, so a
 /// crash can duplicate a message but never lose one; the ledger absorbs duplicates).
+/// `progress` is called after each message moved with the number moved so far.
 pub async fn redrive(
     sqs: &aws_sdk_sqs::Client,
     dlq_url: &str,
     queue_url: &str,
     dry_run: bool,
+    mut progress: impl FnMut(u64),
 ) -> Result<u64, ReplayError> {
     let mut moved = 0;
     loop {
@@ -244,6 +251,7 @@ pub async fn redrive(
                     ReplayError::Aws(format!("deleting from {dlq_url}: {}", aws_error(&e)))
                 })?;
             moved += 1;
+            progress(moved);
         }
     }
 }

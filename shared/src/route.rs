@@ -73,8 +73,24 @@ impl fmt::Display for Ymd {
     }
 }
 
-/// A date in days since 1970-01-01, displayed as `YYYY-MM-DD`.
+/// A date in days since 1970-01-01, displayed and parsed as `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IsoDate(pub i32);
+
+/// A string that is not a `YYYY-MM-DD` calendar date.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a date as YYYY-MM-DD, e.g. 2026-11-20")]
+pub struct NotADate;
+
+impl std::str::FromStr for IsoDate {
+    type Err = NotADate;
+
+    fn from_str(text: &str) -> Result<IsoDate, NotADate> {
+        crate::cloudfront::parse::parse_date(text)
+            .map(IsoDate)
+            .ok_or(NotADate)
+    }
+}
 
 impl fmt::Display for IsoDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,5 +119,21 @@ mod tests {
         };
         assert_eq!(partitioned.table_for(day), "logs");
         assert_eq!(IsoDate(day).to_string(), "2026-02-28");
+    }
+
+    #[test]
+    fn iso_dates_parse_back() {
+        let day: IsoDate = "2026-02-28".parse().unwrap();
+        assert_eq!(day.to_string(), "2026-02-28");
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "20260228",
+            "2026-2-28",
+            "",
+            "yesterday",
+        ] {
+            assert!(bad.parse::<IsoDate>().is_err(), "{bad:?} parsed");
+        }
     }
 }

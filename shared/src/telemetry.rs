@@ -5,6 +5,16 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the global subscriber. `CF2BQ_LOG_FORMAT` = `json` | `text`; the default is JSON
 /// inside Lambda and text elsewhere. Logs go to stderr so CLI output on stdout stays clean.
 pub fn init() {
+    init_with_writer(std::io::stderr);
+}
+
+/// [`init`], writing through `writer` instead of straight to stderr: the CLI passes one that
+/// hides its progress bars while a line is written. Colours still follow whether stderr is a
+/// terminal, since that is where the writer ends up.
+pub fn init_with_writer<W>(writer: W)
+where
+    W: for<'a> fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let json = match std::env::var("CF2BQ_LOG_FORMAT").as_deref() {
         Ok("json") => true,
@@ -12,7 +22,7 @@ pub fn init() {
         _ => in_lambda,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
     let _ = if json {
         builder
             .json()

@@ -22,6 +22,7 @@ enum What {
     /// The ingest transform on a local .gz, no network: gunzip → parse → route → encode
     /// AppendRows requests. Prints one JSON line.
     Transform {
+        /// A local CloudFront log object (`.gz`), e.g. one written by `cf2bq gen --out`.
         file: std::path::PathBuf,
         /// Gunzip and parse on one thread (default: a gunzip thread feeding the parser).
         #[arg(long)]

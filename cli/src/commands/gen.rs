@@ -1,8 +1,10 @@
 use std::path::PathBuf;
 
-use shared::generate::{object_key, upload, write_object, GenOptions, Manifest};
+use shared::generate::{object_key, upload_with_progress, write_object, GenOptions, Manifest};
+use shared::route::IsoDate;
 
 use super::CliResult;
+use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,6 +17,7 @@ pub struct Args {
     /// Key prefix, e.g. `cloudfront/`.
     #[arg(long, default_value = "")]
     prefix: String,
+    /// How many objects to generate.
     #[arg(long, default_value_t = 12)]
     objects: usize,
     /// Data lines per object.
@@ -25,15 +28,17 @@ pub struct Args {
     size_mib: Option<u64>,
     /// First UTC log date (YYYY-MM-DD).
     #[arg(long, default_value = "2026-11-20")]
-    start_date: String,
+    start_date: IsoDate,
     /// Spread objects over this many dates.
     #[arg(long, default_value_t = 3)]
     days: u32,
     /// Percent of lines dated in the previous hour (across midnight for 00h objects).
     #[arg(long, default_value_t = 5)]
     late_percent: u32,
+    /// Random seed: the same seed and options generate the same bytes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// CloudFront distribution id in the key names.
     #[arg(long, default_value = "E2QWRUHAPOMQZL")]
     distribution: String,
     /// Write the manifest (rows per date and per object) to this JSON file.
@@ -42,27 +47,22 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> CliResult {
-    let first_date = shared::cloudfront::parse::parse_date(&args.start_date)
-        .ok_or_else(|| format!("--start-date {:?} is not YYYY-MM-DD", args.start_date))?;
     let options = GenOptions {
         seed: args.seed,
         objects: args.objects,
         lines_per_object: args.lines,
         bytes_per_object: args.size_mib.map(|m| m << 20),
-        first_date,
+        first_date: args.start_date.0,
         days: args.days,
         late_percent: args.late_percent,
         distribution: args.distribution.clone(),
         prefix: args.prefix.clone(),
     };
+    let bar = progress::counter(options.objects as u64, "objects generated");
     let manifest = match (&args.out, &args.bucket) {
         (_, Some(bucket)) => {
-            upload(
-                &shared::aws::s3(&shared::aws::load().await),
-                bucket,
-                &options,
-            )
-            .await?
+            let s3 = shared::aws::s3(&shared::aws::load().await);
+            upload_with_progress(&s3, bucket, &options, |n| bar.set_position(n)).await?
         }
         (Some(dir), None) => {
             let mut manifest = Manifest::default();
@@ -79,11 +79,13 @@ pub async fn run(args: Args) -> CliResult {
                     index,
                     std::io::BufWriter::new(file),
                 )?);
+                bar.inc(1);
             }
             manifest
         }
         (None, None) => unreachable!("clap requires --out or --bucket"),
     };
+    bar.finish_and_clear();
     for (date, rows) in &manifest.rows_per_date {
         println!("{date}  {rows:>10} rows");
     }

@@ -1,8 +1,10 @@
 use shared::ledger::Ledger;
 use shared::replay::{self, Selection};
+use shared::route::IsoDate;
 use shared::Config;
 
 use super::CliResult;
+use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,10 +16,10 @@ pub struct Args {
     prefix: String,
     /// First UTC date (YYYY-MM-DD) of the key names' date-hour, inclusive.
     #[arg(long)]
-    from: Option<String>,
+    from: Option<IsoDate>,
     /// Last UTC date (YYYY-MM-DD), inclusive.
     #[arg(long)]
-    to: Option<String>,
+    to: Option<IsoDate>,
     /// The ingest queue (default: CF2BQ_INGEST_QUEUE_URL).
     #[arg(long, env = "CF2BQ_INGEST_QUEUE_URL")]
     queue: String,
@@ -32,12 +34,29 @@ pub struct Args {
     from_dlq: bool,
 }
 
+impl Args {
+    /// `--from` after `--to` would select nothing: almost surely swapped.
+    pub fn usage_problem(&self) -> Option<String> {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if from > to => Some(format!(
+                "--from {from} is after --to {to}: the range is empty"
+            )),
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(args: Args) -> CliResult {
     let aws = shared::aws::load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     if args.from_dlq {
         let dlq = replay::dead_letter_queue(&sqs, &args.queue).await?;
-        let moved = replay::redrive(&sqs, &dlq, &args.queue, args.dry_run).await?;
+        let moving = progress::tally("messages moved");
+        let moved = replay::redrive(&sqs, &dlq, &args.queue, args.dry_run, |n| {
+            moving.set_position(n)
+        })
+        .await?;
+        moving.finish_and_clear();
         let verb = if args.dry_run {
             "would move (at least)"
         } else {
@@ -49,20 +68,11 @@ pub async fn run(args: Args) -> CliResult {
         );
         return Ok(0);
     }
-    let date = |flag: &str, value: &Option<String>| -> Result<Option<i32>, String> {
-        value
-            .as_deref()
-            .map(|v| {
-                shared::cloudfront::parse::parse_date(v)
-                    .ok_or(format!("--{flag} {v:?} is not YYYY-MM-DD"))
-            })
-            .transpose()
-    };
     let selection = Selection {
         bucket: args.bucket.clone().expect("clap requires --bucket"),
         prefix: args.prefix.clone(),
-        from: date("from", &args.from)?,
-        to: date("to", &args.to)?,
+        from: args.from.map(|d| d.0),
+        to: args.to.map(|d| d.0),
     };
     let config = Config::from_env()?;
     let ledger = Ledger::new(
@@ -72,9 +82,14 @@ pub async fn run(args: Args) -> CliResult {
     );
     let s3 = shared::aws::s3(&aws);
 
-    let (listed, selected) = replay::list(&s3, &selection).await?;
+    let listing = progress::tally("keys listed");
+    let (listed, selected) = replay::list(&s3, &selection, |n| listing.set_position(n)).await?;
+    listing.finish_and_clear();
     let selected_count = selected.len() as u64;
-    let (to_send, skipped_done) = replay::without_done(&ledger, selected, args.force).await?;
+    let checking = progress::counter(selected_count, "checked in the ledger");
+    let (to_send, skipped_done) =
+        replay::without_done(&ledger, selected, args.force, |n| checking.set_position(n)).await?;
+    checking.finish_and_clear();
     let mut summary = replay::ReplaySummary {
         listed,
         selected: selected_count,
@@ -86,13 +101,7 @@ pub async fn run(args: Args) -> CliResult {
             println!("would send {object}");
         }
     } else {
-        let bar = indicatif::ProgressBar::new(to_send.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} objects queued ({per_sec})",
-            )
-            .expect("valid template"),
-        );
+        let bar = progress::counter(to_send.len() as u64, "objects queued");
         let (sent, failed) = replay::send(&sqs, &args.queue, &to_send, args.force, |n| {
             bar.set_position(n)
         })
@@ -111,5 +120,41 @@ pub async fn run(args: Args) -> CliResult {
         if args.force { " with --force" } else { "" },
         summary.failed
     );
-    Ok(if summary.failed == 0 { 0 } else { 1 })
+    if summary.failed > 0 {
+        return Err(format!("{} message(s) not sent to {}", summary.failed, args.queue).into());
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::{Cli, Command};
+
+    fn replay(range: &[&str]) -> super::Args {
+        let fixed = ["cf2bq", "replay", "--bucket", "b", "--queue", "q"];
+        let cli = Cli::try_parse_from(fixed.iter().chain(range)).expect("parses");
+        match cli.command {
+            Command::Replay(args) => args,
+            _ => unreachable!("parsed as replay"),
+        }
+    }
+
+    #[test]
+    fn the_date_range_is_typed_and_ordered() {
+        let args = replay(&["--from", "2026-11-01", "--to", "2026-11-02"]);
+        assert_eq!(
+            args.from.map(|d| d.to_string()).as_deref(),
+            Some("2026-11-01")
+        );
+        assert_eq!(args.to.map(|d| d.0 - args.from.unwrap().0), Some(1));
+        assert_eq!(args.usage_problem(), None);
+        assert_eq!(replay(&["--to", "2026-11-01"]).usage_problem(), None);
+        let swapped = replay(&["--from", "2026-11-02", "--to", "2026-11-01"]);
+        assert_eq!(
+            swapped.usage_problem().as_deref(),
+            Some("--from 2026-11-02 is after --to 2026-11-01: the range is empty")
+        );
+    }
 }
