@@ -60,7 +60,11 @@ async fn run(keeper: &Keeper) -> Result<Value, Error> {
     let report = keeper::run(&keeper.bq, &options, &memory, keeper::today(), now).await?;
     let seen = report.memory();
     if seen != memory {
-        keeper.memory.save(&seen, now).await?;
+        // Not fatal: the next run then compares with an older memory, which only makes a
+        // patch since then look like an arrival; the alerts below still go out.
+        if let Err(e) = keeper.memory.save(&seen, now).await {
+            tracing::error!(error = %e, "table memory not saved");
+        }
     }
     shared::metrics::keeper(&report);
     let notice = match &keeper.config.alert_topic_arn {
