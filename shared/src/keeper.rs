@@ -2,14 +2,20 @@
 //! created, so late logs have a home), older tables gain new columns, and a silence in the
 //! data is alerted. Run on a schedule; [`alerts`] decides which runs send a message (a new
 //! problem, a reminder, a resolution) and remembers the open problems between runs.
+//!
+//! Every check reads table metadata only (`tables.get`, free): a run issues no query job,
+//! so it costs nothing however much data the tables hold. [`freshness`] says how rows'
+//! arrival is told from metadata that table creations and schema patches also change.
 
 pub mod alerts;
+pub mod freshness;
+pub mod state_item;
 
 use std::collections::BTreeMap;
 
 use crate::bigquery::{BigQuery, BigQueryError, TableSpec, TableStatus};
-use crate::retry::Transient;
 use crate::route::{IsoDate, Layout};
+use freshness::{Memory, Seen, TableMeta};
 
 #[derive(Debug, Clone)]
 pub struct KeeperOptions {
@@ -30,8 +36,10 @@ pub struct KeeperOptions {
 pub struct TableState {
     pub date: String,
     pub table: String,
-    /// `None`: the table did not exist when checked.
+    /// `None`: the table did not exist when checked. Committed rows plus the streaming
+    /// buffer's estimate, from the table's metadata (the partitioned layout: every day).
     pub rows: Option<u64>,
+    /// The latest time rows are known to have arrived ([`freshness::last_arrival`]).
     pub last_ingest_micros: Option<i64>,
 }
 
@@ -47,7 +55,7 @@ pub struct KeeperReport {
     pub created_missing: Vec<String>,
     /// Table → columns added to match the current schema.
     pub patched: BTreeMap<String, Vec<String>>,
-    /// Latest ingest time over the checked tables.
+    /// Latest arrival of rows over the checked tables.
     pub last_ingest_micros: Option<i64>,
     pub stale: bool,
     pub stale_hours: u32,
@@ -60,6 +68,21 @@ impl KeeperReport {
         !self.missing.is_empty() || self.stale
     }
 
+    /// What to remember for the next run: each checked table's rows and last arrival.
+    pub fn memory(&self) -> Memory {
+        self.tables
+            .iter()
+            .filter_map(|t| {
+                let rows = t.rows?;
+                let seen = Seen {
+                    rows,
+                    last_arrival_micros: t.last_ingest_micros,
+                };
+                Some((t.table.clone(), seen))
+            })
+            .collect()
+    }
+
     /// Hours since the last ingest, if any row was ever seen.
     pub fn hours_since_last_ingest(&self) -> Option<f64> {
         self.last_ingest_micros
@@ -67,10 +90,12 @@ impl KeeperReport {
     }
 }
 
-/// Runs the checks for `today` (days since the epoch) at `now_micros`.
+/// Runs the checks for `today` (days since the epoch) at `now_micros`; `memory` is what the
+/// previous run saw ([`KeeperReport::memory`]; empty when there is none).
 pub async fn run(
     bq: &BigQuery,
     options: &KeeperOptions,
+    memory: &Memory,
     today: i32,
     now_micros: i64,
 ) -> Result<KeeperReport, BigQueryError> {
@@ -87,36 +112,42 @@ pub async fn run(
         if !seen.insert(spec.name.clone()) {
             continue; // the partitioned layout: one table for every day
         }
-        let exists = bq.get_table(&spec.name).await?.is_some();
-        if !exists {
-            if day <= today {
-                report.missing.push(spec.name.clone());
-            }
-            if options.repair && bq.ensure_table(&spec).await? == TableStatus::Created {
-                if day > today {
-                    report.created_ahead.push(spec.name.clone());
-                } else {
-                    report.created_missing.push(spec.name.clone());
+        // Read before any patch below, which moves lastModifiedTime.
+        let meta = bq
+            .get_table(&spec.name)
+            .await?
+            .map(|t| TableMeta::from_table(&t));
+        match &meta {
+            None => {
+                if day <= today {
+                    report.missing.push(spec.name.clone());
+                }
+                if options.repair && bq.ensure_table(&spec).await? == TableStatus::Created {
+                    if day > today {
+                        report.created_ahead.push(spec.name.clone());
+                    } else {
+                        report.created_missing.push(spec.name.clone());
+                    }
                 }
             }
-        } else if options.repair {
-            let added = bq.add_missing_columns(&spec.name).await?;
-            if !added.is_empty() {
-                report.patched.insert(spec.name.clone(), added);
+            Some(_) if options.repair => {
+                let added = bq.add_missing_columns(&spec.name).await?;
+                if !added.is_empty() {
+                    report.patched.insert(spec.name.clone(), added);
+                }
             }
+            Some(_) => {}
         }
-        if exists {
-            report
-                .tables
-                .push(table_state(bq, &options.layout, &spec.name, day).await?);
-        } else {
-            report.tables.push(TableState {
-                date: IsoDate(day).to_string(),
-                table: spec.name.clone(),
-                rows: None,
-                last_ingest_micros: None,
-            });
-        }
+        report.tables.push(TableState {
+            date: match options.layout {
+                Layout::Sharded { .. } => IsoDate(day).to_string(),
+                Layout::Partitioned { .. } => "all days".into(),
+            },
+            table: spec.name.clone(),
+            rows: meta.map(|m| m.rows),
+            last_ingest_micros: meta
+                .and_then(|m| freshness::last_arrival(&m, memory.get(&spec.name), now_micros)),
+        });
     }
     report.last_ingest_micros = report
         .tables
@@ -129,57 +160,6 @@ pub async fn run(
         None => true,
     };
     Ok(report)
-}
-
-async fn table_state(
-    bq: &BigQuery,
-    layout: &Layout,
-    table: &str,
-    day: i32,
-) -> Result<TableState, BigQueryError> {
-    let path = format!("`{}.{}.{}`", bq.project, bq.dataset, table);
-    let sql = match layout {
-        Layout::Sharded { .. } => format!("SELECT COUNT(*), MAX(UNIX_MICROS(ingest_time)) FROM {path}"),
-        Layout::Partitioned { .. } => format!(
-            "SELECT COUNT(*), MAX(UNIX_MICROS(ingest_time)) FROM {path} WHERE log_date >= DATE '{}'",
-            IsoDate(day)
-        ),
-    };
-    let rows = match bq.query(&sql).await {
-        Ok(rows) => rows,
-        // A table the query cannot read (one from before cf2bq with no `ingest_time`, say)
-        // must not stop the checks of every other table: its metadata still says how many
-        // rows it has and when it last changed.
-        Err(e) if !e.is_transient() => {
-            tracing::warn!(table, error = %e, "table not queryable; using its metadata");
-            let meta = bq.get_table(table).await?;
-            let number = |v: Option<&String>| v.and_then(|v| v.parse::<i64>().ok());
-            return Ok(TableState {
-                date: IsoDate(day).to_string(),
-                table: table.to_string(),
-                rows: meta
-                    .as_ref()
-                    .and_then(|m| number(m.num_rows.as_ref()))
-                    .map(|n| n.max(0) as u64),
-                last_ingest_micros: meta
-                    .as_ref()
-                    .and_then(|m| number(m.last_modified_time.as_ref()))
-                    .map(|ms| ms * 1000),
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    let row = rows.first().cloned().unwrap_or_default();
-    let cell = |i: usize| row.get(i).cloned().flatten();
-    Ok(TableState {
-        date: match layout {
-            Layout::Sharded { .. } => IsoDate(day).to_string(),
-            Layout::Partitioned { .. } => format!("{} …", IsoDate(day)),
-        },
-        table: table.to_string(),
-        rows: cell(0).and_then(|v| v.parse().ok()).or(Some(0)),
-        last_ingest_micros: cell(1).and_then(|v| v.parse().ok()),
-    })
 }
 
 /// The alert for a report with problems: (subject, body). The body says what is wrong and
@@ -251,6 +231,17 @@ impl KeeperOptions {
             repair,
         }
     }
+}
+
+/// The ledger item holding the keeper's [`Memory`] of the tables it checks.
+pub fn memory_store(aws: &aws_config::SdkConfig, config: &crate::Config) -> state_item::StateItem {
+    let key = state_item::key(
+        "tables",
+        &config.bigquery.project,
+        &config.bigquery.dataset,
+        &config.layout,
+    );
+    state_item::StateItem::new(aws, &config.ledger_table, key)
 }
 
 /// Today's UTC date in days since the epoch.

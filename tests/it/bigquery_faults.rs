@@ -3,129 +3,34 @@
 //! commit answers, garbage-collected streams.
 //!
 //! REST behaviour is checked against a loopback mock of the BigQuery REST API (HTTP/1.1 on a
-//! tokio listener, in this file), which records every request; gRPC behaviour against the
+//! tokio listener, `cf2bq_tests::bq_mock`), which records every request; gRPC behaviour against the
 //! emulator, with faults injected by the adapter (`FaultPlan`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use cf2bq_tests::bq_mock::{error_body, Answer, MockServer, Seen};
 use cf2bq_tests::Harness;
 use serde_json::{json, Value};
-use shared::bigquery::{
-    auth, BigQuery, CommitOutcome, FaultPlan, StreamStatus, TableSpec, WriteApi,
-};
-use shared::config::{BigQueryAuth, BigQueryConfig};
+use shared::bigquery::{auth, CommitOutcome, FaultPlan, StreamStatus, TableSpec, WriteApi};
+use shared::config::BigQueryAuth;
 use shared::retry::Transient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------------------------
-// A mock BigQuery REST server
+// A mock BigQuery REST server answering from a script
 // ---------------------------------------------------------------------------------------------
-
-/// One request the mock received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    /// Path and query string.
-    target: String,
-    body: Value,
-}
-
-/// What the mock does with one request.
-enum Answer {
-    Json(u16, Value),
-    /// Close the connection without answering (a reset or dropped connection).
-    Hangup,
-}
 
 /// Answers requests with a script, in order (one script per route: `POST` = jobs.query,
-/// `GET` = jobs.getQueryResults); records every request.
-struct Mock {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
+/// `GET` = jobs.getQueryResults); an exhausted script answers 500.
+struct Mock;
 
 impl Mock {
-    async fn start(posts: Vec<Answer>, gets: Vec<Answer>) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/bigquery/v2", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let scripts = Arc::new(Mutex::new((VecDeque::from(posts), VecDeque::from(gets))));
-        let recorded = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve(socket, scripts.clone(), recorded.clone()));
-            }
-        });
-        Mock { url, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// A `BigQuery` whose REST calls go to the mock (no credentials; gRPC unused).
-    async fn client(&self) -> BigQuery {
-        let config = BigQueryConfig {
-            project: "mock-project".into(),
-            dataset: "mock_dataset".into(),
-            rest_url: self.url.clone(),
-            grpc_url: "http://127.0.0.1:9".into(),
-            auth: BigQueryAuth::None,
-        };
-        let aws = aws_config::SdkConfig::builder().build();
-        BigQuery::connect(&config, &aws).await.expect("client")
-    }
-}
-
-type Scripts = Arc<Mutex<(VecDeque<Answer>, VecDeque<Answer>)>>;
-
-/// Serves HTTP/1.1 requests on one connection (keep-alive) until it closes.
-async fn serve(mut socket: TcpStream, scripts: Scripts, seen: Arc<Mutex<Vec<Seen>>>) {
-    let mut buffer = Vec::new();
-    loop {
-        // Head.
-        let head_end = loop {
-            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
-        let mut lines = head.lines();
-        let mut request_line = lines.next().unwrap_or_default().split_whitespace();
-        let method = request_line.next().unwrap_or_default().to_string();
-        let target = request_line.next().unwrap_or_default().to_string();
-        let length: usize = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.trim().parse().unwrap())
-            .unwrap_or(0);
-        // Body.
-        while buffer.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Value =
-            serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap_or(Value::Null);
-        buffer.drain(..head_end + length);
-        seen.lock().unwrap().push(Seen {
-            method: method.clone(),
-            target,
-            body,
-        });
-        let answer = {
+    async fn start(posts: Vec<Answer>, gets: Vec<Answer>) -> MockServer {
+        let scripts = Mutex::new((VecDeque::from(posts), VecDeque::from(gets)));
+        MockServer::start(move |request: &Seen| {
             let mut scripts = scripts.lock().unwrap();
-            let script = if method == "POST" {
+            let script = if request.method == "POST" {
                 &mut scripts.0
             } else {
                 &mut scripts.1
@@ -136,31 +41,9 @@ async fn serve(mut socket: TcpStream, scripts: Scripts, seen: Arc<Mutex<Vec<Seen
                     error_body(500, "INTERNAL", "mock script exhausted", "internalError"),
                 )
             })
-        };
-        match answer {
-            Answer::Hangup => return,
-            Answer::Json(status, value) => {
-                let text = value.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-                    text.len()
-                );
-                if socket.write_all(response.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        }
+        })
+        .await
     }
-}
-
-/// Google's JSON error body.
-fn error_body(code: u16, status: &str, message: &str, reason: &str) -> Value {
-    json!({"error": {
-        "code": code,
-        "status": status,
-        "message": message,
-        "errors": [{"reason": reason, "message": message, "domain": "global"}]
-    }})
 }
 
 fn job_reference() -> Value {

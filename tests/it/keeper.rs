@@ -4,6 +4,7 @@
 use cf2bq_tests::{gzip, header_33, Harness};
 use shared::bigquery::TableSpec;
 use shared::cloudfront::parse::parse_date;
+use shared::keeper::freshness::Memory;
 use shared::keeper::{self, KeeperOptions};
 use shared::route::Layout;
 use shared::source::LogObject;
@@ -114,6 +115,7 @@ async fn a_missing_table_is_alerted_and_created() {
     let report = keeper::run(
         &h.bq,
         &options(sharded()),
+        &Memory::new(),
         today,
         shared::clock::now_micros(),
     )
@@ -167,7 +169,7 @@ async fn stale_data_is_alerted() {
 
     // Five hours later, nothing new has arrived.
     let later = shared::clock::now_micros() + 5 * HOUR;
-    let report = keeper::run(&h.bq, &options(sharded()), today, later)
+    let report = keeper::run(&h.bq, &options(sharded()), &Memory::new(), today, later)
         .await
         .unwrap();
     assert!(report.missing.is_empty());
@@ -205,6 +207,7 @@ async fn all_clear_sends_nothing_and_a_second_run_changes_nothing() {
     let first = keeper::run(
         &h.bq,
         &options(sharded()),
+        &Memory::new(),
         today,
         shared::clock::now_micros(),
     )
@@ -218,6 +221,7 @@ async fn all_clear_sends_nothing_and_a_second_run_changes_nothing() {
     let second = keeper::run(
         &h.bq,
         &options(sharded()),
+        &Memory::new(),
         today,
         shared::clock::now_micros(),
     )
@@ -248,6 +252,7 @@ async fn an_older_table_gains_the_columns_it_lacks() {
     let report = keeper::run(
         &h.bq,
         &options(sharded()),
+        &Memory::new(),
         today,
         shared::clock::now_micros(),
     )
@@ -271,6 +276,7 @@ async fn an_older_table_gains_the_columns_it_lacks() {
     let again = keeper::run(
         &h.bq,
         &options(sharded()),
+        &Memory::new(),
         today,
         shared::clock::now_micros(),
     )
@@ -334,9 +340,15 @@ async fn the_partitioned_layout_end_to_end() {
         table: "cf_logs".into(),
     };
     let today = parse_date("2026-03-10").unwrap();
-    let checked = keeper::run(&h.bq, &options(layout), today, shared::clock::now_micros())
-        .await
-        .unwrap();
+    let checked = keeper::run(
+        &h.bq,
+        &options(layout),
+        &Memory::new(),
+        today,
+        shared::clock::now_micros(),
+    )
+    .await
+    .unwrap();
     assert!(!checked.has_problems(), "{checked:?}");
     assert_eq!(checked.tables.len(), 1, "one table holds every day");
     assert_eq!(checked.tables[0].rows, Some(3));
@@ -403,4 +415,225 @@ async fn alerts_are_remembered_between_runs() {
             format!("cf2bq REMINDER ({ds}): no data for 5 h"),
         ]
     );
+}
+
+/// The Lambda's memory of the tables round-trips through the ledger table, under its own
+/// reserved key, and a run given it judges the same freshness as the run that made it.
+#[tokio::test]
+async fn the_table_memory_is_kept_in_the_ledger_between_runs() {
+    let h = Harness::new("keeper_memory").await;
+    let today = setup(&h, &[-3, -2, -1, 0]).await;
+    let store = keeper::memory_store(&h.aws, &h.config);
+    assert!(store.key().starts_with("keeper#tables#"), "{}", store.key());
+    assert_eq!(store.load::<Memory>().await.unwrap(), Memory::new());
+
+    let now = shared::clock::now_micros();
+    let first = keeper::run(&h.bq, &options(sharded()), &Memory::new(), today, now)
+        .await
+        .unwrap();
+    let memory = first.memory();
+    assert_eq!(memory["cloudfront_20260310"].rows, 1, "{memory:?}");
+    store.save(&memory, now).await.unwrap();
+    let kept: Memory = store.load().await.unwrap();
+    assert_eq!(kept, memory);
+
+    let second = keeper::run(&h.bq, &options(sharded()), &kept, today, now + HOUR)
+        .await
+        .unwrap();
+    assert_eq!(second.last_ingest_micros, first.last_ingest_micros);
+    assert!(second.last_ingest_micros.is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata only: a model of BigQuery's table metadata, every request counted
+// ---------------------------------------------------------------------------------------------
+
+mod metadata_only {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use cf2bq_tests::bq_mock::{error_body, Answer, MockServer, Seen, DATASET, PROJECT};
+    use serde_json::{json, Value};
+    use shared::keeper::freshness::Memory;
+    use shared::keeper::{self, KeeperReport};
+
+    use super::{options, sharded, HOUR};
+
+    type Tables = Arc<Mutex<HashMap<String, Value>>>;
+
+    fn millis(micros: i64) -> String {
+        (micros / 1000).to_string()
+    }
+
+    /// Table metadata as real BigQuery keeps it: a commit moves `numRows` and
+    /// `lastModifiedTime`; creating a table and patching its schema set `lastModifiedTime` to
+    /// now although no row arrived. (bqemulator 1.4 counts committed rows in `numRows` but
+    /// leaves `lastModifiedTime` at the creation or last patch, so it cannot show this.) Anything else (query jobs)
+    /// answers 400: the keeper must not send any.
+    async fn bigquery(tables: Tables) -> MockServer {
+        let base = format!("/bigquery/v2/projects/{PROJECT}/datasets/{DATASET}/tables");
+        MockServer::start(move |request: &Seen| {
+            let path = request.target.split('?').next().unwrap_or_default();
+            let now = millis(shared::clock::now_micros());
+            let mut tables = tables.lock().unwrap();
+            let name = path.strip_prefix(&format!("{base}/")).map(str::to_string);
+            match (request.method.as_str(), name) {
+                ("GET", Some(name)) => match tables.get(&name) {
+                    Some(table) => Answer::Json(200, table.clone()),
+                    None => Answer::Json(404, error_body(404, "NOT_FOUND", "no table", "notFound")),
+                },
+                ("POST", None) if path == base => {
+                    let mut table = request.body.clone();
+                    let name = table["tableReference"]["tableId"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    table["numRows"] = json!("0");
+                    table["numBytes"] = json!("0");
+                    table["creationTime"] = json!(now);
+                    table["lastModifiedTime"] = json!(now);
+                    tables.insert(name, table.clone());
+                    Answer::Json(200, table)
+                }
+                ("PATCH", Some(name)) => {
+                    let table = tables.get_mut(&name).expect("patching a table that exists");
+                    table["schema"] = request.body["schema"].clone();
+                    table["lastModifiedTime"] = json!(now);
+                    Answer::Json(200, table.clone())
+                }
+                // Permanent, so that a call the keeper must not make fails the run at once.
+                _ => Answer::Json(
+                    400,
+                    error_body(400, "INVALID_ARGUMENT", "not modelled", "invalid"),
+                ),
+            }
+        })
+        .await
+    }
+
+    fn table(name: &str, rows: u64, modified_micros: i64, columns: usize) -> Value {
+        let mut schema = serde_json::to_value(shared::bigquery::schema::table_schema()).unwrap();
+        schema["fields"].as_array_mut().unwrap().truncate(columns);
+        json!({
+            "kind": "bigquery#table",
+            "tableReference": {"projectId": PROJECT, "datasetId": DATASET, "tableId": name},
+            "schema": schema,
+            "numRows": rows.to_string(),
+            "numBytes": (rows * 400).to_string(),
+            "creationTime": millis(modified_micros - 24 * HOUR),
+            "lastModifiedTime": millis(modified_micros),
+            "type": "TABLE",
+        })
+    }
+
+    /// The query-job requests the mock received (jobs.query, getQueryResults, jobs.insert).
+    fn query_jobs(server: &MockServer) -> Vec<Seen> {
+        let seen = server.seen();
+        let jobs: Vec<Seen> = seen.iter().filter(|s| s.is_job()).cloned().collect();
+        assert!(!seen.is_empty(), "the keeper talked to the mock");
+        jobs
+    }
+
+    fn rows(report: &KeeperReport) -> Vec<Option<u64>> {
+        report.tables.iter().map(|t| t.rows).collect()
+    }
+
+    /// Hourly runs read metadata only (no jobs.query, no getQueryResults, no jobs.insert);
+    /// the keeper's own schema patch and creations move lastModifiedTime but do not make the
+    /// data look fresh; rows that do arrive do.
+    #[tokio::test]
+    async fn keeper_runs_issue_no_query_and_are_not_fooled_by_their_own_patches() {
+        // Whole milliseconds, as BigQuery keeps lastModifiedTime.
+        let now = shared::clock::now_micros() / 1000 * 1000;
+        let full = shared::bigquery::schema::columns().len();
+        let tables: Tables = Arc::new(Mutex::new(HashMap::from([
+            (
+                "cloudfront_20260307".into(),
+                table("cloudfront_20260307", 100, now - 30 * HOUR, full),
+            ),
+            // The last rows arrived 5 h ago, in a table of an older cf2bq (3 columns).
+            (
+                "cloudfront_20260308".into(),
+                table("cloudfront_20260308", 200, now - 5 * HOUR, 3),
+            ),
+            // Created ahead yesterday, nothing in it yet.
+            (
+                "cloudfront_20260310".into(),
+                table("cloudfront_20260310", 0, now - 20 * HOUR, full),
+            ),
+        ])));
+        let server = bigquery(tables.clone()).await;
+        let bq = server.client().await;
+        let today = shared::cloudfront::parse::parse_date("2026-03-10").unwrap();
+
+        let first = keeper::run(&bq, &options(sharded()), &Memory::new(), today, now)
+            .await
+            .unwrap();
+        assert_eq!(first.missing, ["cloudfront_20260309"]);
+        assert_eq!(first.created_missing, ["cloudfront_20260309"]);
+        assert_eq!(first.created_ahead, ["cloudfront_20260311"]);
+        assert_eq!(first.patched["cloudfront_20260308"].len(), full - 3);
+        assert_eq!(rows(&first), [Some(100), Some(200), None, Some(0), None]);
+        assert_eq!(first.last_ingest_micros, Some(now - 5 * HOUR));
+        assert!(first.stale, "{first:?}");
+        // The patch moved lastModifiedTime, as it does in BigQuery.
+        let patched_at: i64 = tables.lock().unwrap()["cloudfront_20260308"]["lastModifiedTime"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(patched_at * 1000 >= now - 1_000, "{patched_at}");
+
+        // An hour later: the patched table and the new empty ones read as modified just now.
+        let later = now + HOUR;
+        let second = keeper::run(&bq, &options(sharded()), &first.memory(), today, later)
+            .await
+            .unwrap();
+        assert!(second.patched.is_empty() && second.created_ahead.is_empty());
+        assert_eq!(
+            rows(&second),
+            [Some(100), Some(200), Some(0), Some(0), Some(0)]
+        );
+        assert_eq!(
+            second.last_ingest_micros,
+            Some(now - 5 * HOUR),
+            "not fooled"
+        );
+        assert!(second.stale);
+        // Without the memory the patch would pass for rows arriving.
+        let forgetful = keeper::run(&bq, &options(sharded()), &Memory::new(), today, later)
+            .await
+            .unwrap();
+        assert!(forgetful.last_ingest_micros.unwrap() >= now - 1_000);
+
+        // Rows arrive in today's table (a Storage Write commit: numRows and lastModifiedTime).
+        let arrived = later - 10 * 60_000_000;
+        tables.lock().unwrap().insert(
+            "cloudfront_20260310".into(),
+            table("cloudfront_20260310", 7, arrived, full),
+        );
+        let third = keeper::run(
+            &bq,
+            &options(sharded()),
+            &second.memory(),
+            today,
+            later + HOUR,
+        )
+        .await
+        .unwrap();
+        assert_eq!(third.last_ingest_micros, Some(arrived));
+        assert!(!third.stale, "{third:?}");
+        assert_eq!(third.tables[3].rows, Some(7));
+
+        let jobs = query_jobs(&server);
+        assert!(jobs.is_empty(), "query jobs sent: {jobs:#?}");
+        let calls: std::collections::BTreeSet<String> =
+            server.seen().iter().map(|s| s.method.clone()).collect();
+        let expected: std::collections::BTreeSet<String> =
+            ["GET", "PATCH", "POST"].map(String::from).into();
+        assert_eq!(
+            calls, expected,
+            "tables.get, tables.patch, tables.insert only"
+        );
+    }
 }

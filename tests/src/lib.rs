@@ -10,6 +10,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use shared::bigquery::BigQuery;
 use shared::Config;
 
+pub mod bq_mock;
 pub mod google_standin;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,4 +1,5 @@
 use shared::bigquery::BigQuery;
+use shared::keeper::freshness::Memory;
 use shared::keeper::{self, KeeperOptions, KeeperReport};
 use shared::Config;
 
@@ -26,7 +27,17 @@ pub async fn run(args: Args) -> CliResult {
     let bq = BigQuery::connect(&config.bigquery, &aws).await?;
     let repair = matches!(args.what, What::Ensure);
     let options = KeeperOptions::from_config(&config, repair);
-    let report = keeper::run(&bq, &options, keeper::today(), shared::clock::now_micros()).await?;
+    // The keeper Lambda's memory of the tables, read only: a check by hand must not change
+    // what the next scheduled run compares with.
+    let memory: Memory = keeper::memory_store(&aws, &config)
+        .load()
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("warning: {e}; judging freshness from table metadata alone");
+            Memory::default()
+        });
+    let now = shared::clock::now_micros();
+    let report = keeper::run(&bq, &options, &memory, keeper::today(), now).await?;
     print(&report);
     Ok(match args.what {
         What::Ensure => 0,

@@ -7,6 +7,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::bigquery::BigQuery;
 use shared::keeper::alerts::{self, AlertStore};
+use shared::keeper::freshness::Memory;
+use shared::keeper::state_item::StateItem;
 use shared::keeper::{self, KeeperOptions};
 use shared::Config;
 
@@ -15,6 +17,8 @@ struct Keeper {
     bq: BigQuery,
     sns: aws_sdk_sns::Client,
     alerts: AlertStore,
+    /// What the previous run saw of each table (freshness from metadata needs it).
+    memory: StateItem,
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> Result<(), Error> {
                 &config.layout,
             ),
         ),
+        memory: keeper::memory_store(&aws, &config),
         config,
     };
     if std::env::args().any(|a| a == "--once") {
@@ -46,7 +51,21 @@ async fn main() -> Result<(), Error> {
 async fn run(keeper: &Keeper) -> Result<Value, Error> {
     let options = KeeperOptions::from_config(&keeper.config, true);
     let now = shared::clock::now_micros();
-    let report = keeper::run(&keeper.bq, &options, keeper::today(), now).await?;
+    // Without the memory, freshness falls back to lastModifiedTime, which is still better
+    // than not checking at all.
+    let memory: Memory = keeper.memory.load().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "table memory unreadable; judging freshness without it");
+        Memory::default()
+    });
+    let report = keeper::run(&keeper.bq, &options, &memory, keeper::today(), now).await?;
+    let seen = report.memory();
+    if seen != memory {
+        // Not fatal: the next run then compares with an older memory, which only makes a
+        // patch since then look like an arrival; the alerts below still go out.
+        if let Err(e) = keeper.memory.save(&seen, now).await {
+            tracing::error!(error = %e, "table memory not saved");
+        }
+    }
     shared::metrics::keeper(&report);
     let notice = match &keeper.config.alert_topic_arn {
         Some(topic) => {

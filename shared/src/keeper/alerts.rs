@@ -3,16 +3,15 @@
 //! alert on every scheduled run.
 //!
 //! The state (the open findings, since when, last alerted) lives between runs in one item of
-//! the DynamoDB ledger table under a reserved key (`keeper#alerts#…`; object ids are
-//! `s3://…`, so it cannot collide). [`decide`] is the whole policy and pure; [`notify`] only
-//! loads, publishes and saves.
+//! the DynamoDB ledger table under a reserved key (`keeper#alerts#…`, see
+//! [`super::state_item`]). [`decide`] is the whole policy and pure; [`notify`] only loads,
+//! publishes and saves.
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
+use super::state_item::StateItem;
 use super::KeeperReport;
 use crate::route::Layout;
 
@@ -297,80 +296,28 @@ pub fn notice_text(
 
 /// The state item's key for the tables one keeper checks.
 pub fn state_key(project: &str, dataset: &str, layout: &Layout) -> String {
-    let target = match layout {
-        Layout::Sharded { prefix } => format!("{prefix}*"),
-        Layout::Partitioned { table } => table.clone(),
-    };
-    format!("keeper#alerts#{project}.{dataset}.{target}")
+    super::state_item::key("alerts", project, dataset, layout)
 }
 
-/// The state item in the ledger table: `object_id` = the key, `state` = JSON, `updated_at`.
-pub struct AlertStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-    key: String,
-}
+/// The alert state's item in the ledger table.
+pub struct AlertStore(StateItem);
 
 impl AlertStore {
     pub fn new(aws: &aws_config::SdkConfig, table: &str, key: String) -> AlertStore {
-        AlertStore {
-            client: aws_sdk_dynamodb::Client::new(aws),
-            table: table.to_string(),
-            key,
-        }
+        AlertStore(StateItem::new(aws, table, key))
     }
 
     pub fn key(&self) -> &str {
-        &self.key
+        self.0.key()
     }
 
     /// The kept state; empty when there is none yet.
     pub async fn load(&self) -> Result<AlertState, String> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("object_id", AttributeValue::S(self.key.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "reading {} from {}: {}",
-                    self.key,
-                    self.table,
-                    DisplayErrorContext(&e)
-                )
-            })?;
-        let Some(item) = out.item else {
-            return Ok(AlertState::default());
-        };
-        match item.get("state") {
-            Some(AttributeValue::S(json)) => serde_json::from_str(json)
-                .map_err(|e| format!("{} in {}: bad state: {e}", self.key, self.table)),
-            _ => Ok(AlertState::default()),
-        }
+        self.0.load().await
     }
 
     pub async fn save(&self, state: &AlertState, now_micros: i64) -> Result<(), String> {
-        let json = serde_json::to_string(state).expect("states serialize");
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("object_id", AttributeValue::S(self.key.clone()))
-            .item("state", AttributeValue::S(json))
-            .item("updated_at", AttributeValue::N(now_micros.to_string()))
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "writing {} to {}: {}",
-                    self.key,
-                    self.table,
-                    DisplayErrorContext(&e)
-                )
-            })?;
-        Ok(())
+        self.0.save(state, now_micros).await
     }
 }
 
