@@ -31,6 +31,10 @@ cargo test -p cf2bq-tests --quiet -- --test-threads 2 --skip peak_memory
 step "exactly-once fault campaign, short (make chaos runs 1000)"
 CF2BQ_STACK_STARTED=1 RUNS=${CHAOS_RUNS:-50} scripts/chaos.sh
 
+step "scale simulation, short (make scale runs 20,000 objects): every row once, calls counted"
+CF2BQ_STACK_STARTED=1 OBJECTS=${SCALE_OBJECTS:-1000} BUILD=debug ARGS="--lines 10 --bursts 5" \
+  scripts/scale.sh
+
 step "flat memory while ingesting a 210 MiB object (alone: it loads the emulator hard)"
 cargo test -p cf2bq-tests --quiet --test pipeline -- peak_memory
 

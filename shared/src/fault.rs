@@ -20,6 +20,7 @@ pub const FAULT_POINTS: &[&str] = &[
     "after_claim",
     "after_append",
     "after_finalize",
+    "after_batch_recorded",
     "after_plan_recorded",
     "after_table_commit",
     "after_all_commits",

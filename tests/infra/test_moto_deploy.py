@@ -531,8 +531,9 @@ class MotoStack(unittest.TestCase):
         self.assertEqual(len(mappings), 1)
         m = mappings[0]
         self.assertTrue(m["EventSourceArn"].endswith(":" + CTX["outputs"]["IngestQueueUrl"].rsplit("/", 1)[1]))
-        self.assertEqual(m["BatchSize"], 10)
-        self.assertEqual(m["MaximumBatchingWindowInSeconds"], 5)
+        # The defaults the scale simulation sized: one batch of 100 objects shares its streams.
+        self.assertEqual(m["BatchSize"], 100)
+        self.assertEqual(m["MaximumBatchingWindowInSeconds"], 30)
         self.assertEqual(m["FunctionResponseTypes"], ["ReportBatchItemFailures"])
         self.assertEqual(int(m["ScalingConfig"]["MaximumConcurrency"]), MAX_CONCURRENCY)
 

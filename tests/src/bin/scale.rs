@@ -636,7 +636,7 @@ fn wire_ratio(gen: &GenOptions) -> f64 {
     for i in 0..gen.objects.min(200) {
         let mut body = Vec::new();
         write_object(gen, i, &mut body).expect("generate");
-        let encoder = RowEncoder::new(&format!("s3://b/{i}"), 0);
+        let encoder = RowEncoder::new(format!("s3://b/{i}"), 0);
         transform_gzip(body.as_slice(), &options, &encoder, &mut sizes).expect("transform");
     }
     sizes.1 as f64 / sizes.0.max(1) as f64
