@@ -95,6 +95,7 @@ add IngestTimeoutSeconds INGEST_TIMEOUT_SECONDS
 add IngestMaxConcurrency INGEST_MAX_CONCURRENCY
 add IngestBatchSize INGEST_BATCH_SIZE
 add IngestBatchingWindowSeconds INGEST_BATCHING_WINDOW_SECONDS
+add IngestMaxConnections INGEST_MAX_CONNECTIONS
 add KeeperMemoryMB KEEPER_MEMORY_MB
 add KeeperTimeoutSeconds KEEPER_TIMEOUT_SECONDS
 add LogRetentionDays LOG_RETENTION_DAYS

@@ -75,6 +75,12 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// Objects of one invocation read and parsed at once (memory grows with it).
     pub parallel_objects: usize,
+    /// A table's rows go to another stream (connection) once each of its streams carries
+    /// this many bytes.
+    pub stream_spread_bytes: u64,
+    /// The most Storage Write connections one invocation holds open (the regional quota is
+    /// shared by every concurrent Lambda); each table gets one regardless.
+    pub max_connections: usize,
     /// No object starts with less than this left before the invocation's deadline.
     pub deadline_reserve: Duration,
     /// `ingest --poll-queue`: the deadline each simulated invocation gets (Lambda's timeout).
@@ -138,6 +144,11 @@ impl Config {
             parallel_objects: number(&get, "CF2BQ_PARALLEL_OBJECTS")?
                 .unwrap_or(DEFAULT_PARALLEL_OBJECTS)
                 .max(1),
+            stream_spread_bytes: number(&get, "CF2BQ_STREAM_SPREAD_BYTES")?
+                .unwrap_or(DEFAULT_STREAM_SPREAD_BYTES)
+                .max(1),
+            max_connections: number(&get, "CF2BQ_MAX_CONNECTIONS")?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             deadline_reserve: Duration::from_secs(
                 number(&get, "CF2BQ_DEADLINE_RESERVE_SECONDS")?.unwrap_or(120),
             ),
@@ -151,6 +162,14 @@ impl Config {
 /// Objects parsed at once: each holds a few MiB of batches in flight, and small objects
 /// spend most of their time waiting on S3, so four keep two cores busy.
 const DEFAULT_PARALLEL_OBJECTS: usize = 4;
+
+/// 32 MiB of rows take a connection (1–10 MB/s) several seconds: past that, another stream
+/// pays for its CreateWriteStream call. Small objects never reach it.
+const DEFAULT_STREAM_SPREAD_BYTES: u64 = 32 << 20;
+
+/// Eight connections per invocation: a large object loads several times faster, and 100
+/// concurrent invocations hold at most 800 of a region's ~1,000.
+const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
 const CREDENTIAL_CONFIG: &str = "CF2BQ_GCP_CREDENTIAL_CONFIG";
 

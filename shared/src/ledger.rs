@@ -74,9 +74,11 @@ pub struct CommitPlan {
     /// The `ingest_time` (µs) of the attempt that staged first: every row this plan commits
     /// is stamped with it or later, every row it replaces earlier.
     pub ingest_micros: i64,
-    /// Table → finalized PENDING stream, holding the rows of every object of the batch.
-    pub streams: BTreeMap<String, String>,
-    /// Table → rows in its stream.
+    /// Table → its finalized PENDING streams (several for a large table, committed together),
+    /// holding the rows of every object of the batch.
+    #[serde(deserialize_with = "one_or_many")]
+    pub streams: BTreeMap<String, Vec<String>>,
+    /// Table → rows in its streams.
     pub rows: BTreeMap<String, u64>,
     /// Table → the stamp of its rows, where a table was staged again after its stream expired.
     #[serde(default)]
@@ -88,6 +90,27 @@ pub struct CommitPlan {
     pub committed: BTreeSet<String>,
     /// The objects whose rows the streams hold, by ledger id.
     pub objects: BTreeMap<String, PlannedObject>,
+}
+
+/// Plans recorded before tables could have several streams name one stream per table.
+fn one_or_many<'de, D>(deserializer: D) -> Result<BTreeMap<String, Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Streams {
+        One(String),
+        Many(Vec<String>),
+    }
+    let tables: BTreeMap<String, Streams> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(tables
+        .into_iter()
+        .map(|(table, streams)| match streams {
+            Streams::One(stream) => (table, vec![stream]),
+            Streams::Many(streams) => (table, streams),
+        })
+        .collect())
 }
 
 /// One object's share of a batch.
@@ -799,5 +822,20 @@ mod tests {
             refused("id", "me", 1000, &done).unwrap(),
             Claim::Done(_)
         ));
+    }
+
+    #[test]
+    fn a_plan_names_several_streams_per_table_and_reads_older_single_stream_plans() {
+        let older = r#"{"ingest_micros":1,"streams":{"t":"s1"},"rows":{"t":3},"committed":[],"objects":{}}"#;
+        let plan = plan_of("batch", &item(&[("commit_plan", older)])).unwrap();
+        assert_eq!(plan.streams["t"], ["s1"]);
+
+        let mut spread = plan.clone();
+        spread
+            .streams
+            .insert("t".into(), vec!["s1".into(), "s2".into()]);
+        let text = serde_json::to_string(&spread).unwrap();
+        let read = plan_of("batch", &item(&[("commit_plan", &text)])).unwrap();
+        assert_eq!(read, spread);
     }
 }

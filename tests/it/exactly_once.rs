@@ -353,3 +353,148 @@ async fn a_deleted_object_answered_with_403_is_acknowledged_not_dead_lettered() 
     assert!(ok && stdout.contains(": Gone"), "{stdout}\n{stderr}");
     assert_eq!(h.table_counts().await, BTreeMap::new());
 }
+
+/// Runs `ingest --invoke` (the Lambda handler) on notifications for `objects`; returns the
+/// batch response and the calls the invocation counted (its `Calls.*` metrics).
+fn invoke(
+    h: &Harness,
+    objects: &[shared::event::ObjectRef],
+    env: &[(&str, &str)],
+) -> (bool, serde_json::Value, BTreeMap<String, f64>, String) {
+    let bodies: Vec<String> = objects
+        .iter()
+        .map(|o| shared::event::s3_notification(o, "ObjectCreated:Put").to_string())
+        .collect();
+    let event_file = std::env::temp_dir().join(cf2bq_tests::unique("event"));
+    std::fs::write(&event_file, cf2bq_tests::sqs_event(&bodies)).unwrap();
+    // Metrics are printed (EMF) only inside Lambda.
+    let mut env = env.to_vec();
+    env.push(("AWS_LAMBDA_FUNCTION_NAME", "ingest"));
+    let (ok, stdout, stderr, _) =
+        h.run_binary_with("ingest", &["--invoke", event_file.to_str().unwrap()], &env);
+    let mut response = serde_json::Value::Null;
+    let mut calls = BTreeMap::new();
+    for doc in stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if doc.get("batchItemFailures").is_some() {
+            response = doc;
+        } else if let Some(fields) = doc.as_object() {
+            for (name, value) in fields {
+                if let (Some(api), Some(n)) = (name.strip_prefix("Calls."), value.as_f64()) {
+                    *calls.entry(api.to_string()).or_default() += n;
+                }
+            }
+        }
+    }
+    (ok, response, calls, stderr)
+}
+
+/// `rows` lines of one date.
+fn one_date_file(rows: usize) -> String {
+    let mut text = header_33();
+    for i in 0..rows {
+        text += &format!(
+            "2026-03-05\t10:{:02}:{:02}\tFRA56-P1\t512\t192.0.2.{}\tGET\td1.cloudfront.net\t/spread/{i}\t200\t-\tcurl/8\t-\t-\tHit\tid{i}\td1.cloudfront.net\thttps\t34\t0.002\t-\tTLSv1.3\tTLS_AES_128_GCM_SHA256\tHit\tHTTP/2.0\t-\t-\t443\t0.001\tHit\ttext/html\t512\t-\t-\n",
+            i / 60,
+            i % 60,
+            i % 250
+        );
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_large_table_spreads_over_streams_within_the_budget_and_commits_them_together() {
+    // Requests of ~1 KB, another stream every 2 KB per stream, at most 3 connections.
+    let spread = [
+        ("CF2BQ_LEASE_SECONDS", "1"),
+        ("CF2BQ_BATCH_BYTES", "1000"),
+        ("CF2BQ_STREAM_SPREAD_BYTES", "2000"),
+        ("CF2BQ_MAX_CONNECTIONS", "3"),
+    ];
+    let expected = BTreeMap::from([("cloudfront_20260305".to_string(), 60)]);
+    for (case, resume_faults) in [("plain", ""), ("expired", "expired=1")] {
+        let h = Harness::with("spread", &spread).await;
+        let bucket = h.bucket("logs").await;
+        let key = format!("cf/E2QWRUHAPOMQZL.2026-03-05-10.spread{case}.gz");
+        h.put(&bucket, &key, gzip(&one_date_file(60))).await;
+        let object = h.announced(&bucket, &key).await;
+
+        // Staged and planned over three streams, then the invocation dies before committing.
+        let (ok, _, calls, stderr) = invoke(
+            &h,
+            std::slice::from_ref(&object),
+            &[
+                ("CF2BQ_FAULT", "after_plan_recorded"),
+                ("RUST_LOG", "info,shared=debug"),
+            ],
+        );
+        assert!(
+            !ok && stderr.contains("fault injected at after_plan_recorded"),
+            "{case}: {stderr}"
+        );
+        // A crashed process prints no metrics: count the streams it planned from its log.
+        assert_eq!(
+            stderr.matches("pending stream open").count(),
+            3,
+            "{case}: one stream, then two more as the table grew, and no more (budget 3):\n{stderr}"
+        );
+        assert!(calls.is_empty(), "{case}: {calls:?}");
+        assert_eq!(
+            h.table_counts().await,
+            BTreeMap::new(),
+            "{case}: nothing visible yet"
+        );
+
+        // The redelivery finishes the batch: the three streams committed as one.
+        lease_expires();
+        let mut env = vec![];
+        if !resume_faults.is_empty() {
+            env.push(("CF2BQ_GRPC_FAULTS", resume_faults));
+        }
+        let (ok, response, calls, stderr) = invoke(&h, std::slice::from_ref(&object), &env);
+        assert!(ok, "{case}: {stderr}");
+        assert_eq!(
+            response["batchItemFailures"],
+            serde_json::json!([]),
+            "{case}: {stderr}"
+        );
+        assert_eq!(
+            h.table_counts().await,
+            expected,
+            "{case}: every row exactly once"
+        );
+        let created = calls
+            .get("BigQuery.CreateWriteStream")
+            .copied()
+            .unwrap_or(0.0);
+        match case {
+            "plain" => assert_eq!(created, 0.0, "a resume opens no stream: {calls:?}"),
+            _ => {
+                assert!(stderr.contains("staging those tables again"), "{stderr}");
+                assert_eq!(created, 3.0, "staged again over three streams: {calls:?}");
+            }
+        }
+        let distinct = h
+            .query("SELECT COUNT(DISTINCT source_line) FROM `{ds}.cloudfront_20260305`")
+            .await;
+        assert_eq!(
+            distinct[0][0].as_deref(),
+            Some("60"),
+            "{case}: no line twice"
+        );
+
+        let (ok, response, _, stderr) = invoke(&h, std::slice::from_ref(&object), &[]);
+        assert!(
+            ok && response["batchItemFailures"] == serde_json::json!([]),
+            "{stderr}"
+        );
+        assert_eq!(
+            h.table_counts().await,
+            expected,
+            "{case}: a third delivery adds nothing"
+        );
+    }
+}

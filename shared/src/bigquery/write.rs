@@ -352,27 +352,6 @@ impl WriteApi {
         Ok(response.row_count)
     }
 
-    /// Commits finalized streams of one table atomically. Any stream error fails the call
-    /// (see [`commit_stream`](Self::commit_stream) for one stream, classified).
-    pub async fn batch_commit(
-        &self,
-        table_path: &str,
-        streams: &[String],
-    ) -> Result<(), BigQueryError> {
-        let response = self.batch_commit_response(table_path, streams).await?;
-        if !response.stream_errors.is_empty() || response.commit_time.is_none() {
-            return Err(BigQueryError::Write {
-                call: format!("BatchCommitWriteStreams {table_path}"),
-                message: if response.stream_errors.is_empty() {
-                    "no commit time returned".into()
-                } else {
-                    describe(&response.stream_errors)
-                },
-            });
-        }
-        Ok(())
-    }
-
     /// BatchCommitWriteStreams with its answer as is, retried on transient failures. A
     /// repeat after a lost answer meets the streams already committed (stream errors).
     async fn batch_commit_response(
@@ -429,10 +408,18 @@ impl WriteApi {
         table_path: &str,
         stream: &str,
     ) -> Result<CommitOutcome, BigQueryError> {
-        let response = match self
-            .batch_commit_response(table_path, &[stream.to_string()])
-            .await
-        {
+        self.commit_streams(table_path, &[stream.to_string()]).await
+    }
+
+    /// Commits the finalized streams of one table atomically (all or none), classified as
+    /// [`commit_stream`](Self::commit_stream) does: already committed if any was (they are
+    /// only ever committed together), gone if every error says so.
+    pub async fn commit_streams(
+        &self,
+        table_path: &str,
+        streams: &[String],
+    ) -> Result<CommitOutcome, BigQueryError> {
+        let response = match self.batch_commit_response(table_path, streams).await {
             Ok(response) => response,
             Err(BigQueryError::Grpc { status, .. }) if status.code() == Code::NotFound => {
                 return Ok(CommitOutcome::Gone(status.message().to_string()))

@@ -102,7 +102,8 @@ impl Ingestor {
         reports_of(&plan)
     }
 
-    /// Commits one table's stream, or finds out what a dead attempt did with it.
+    /// Commits one table's streams (together: all or none), or finds out what a dead attempt
+    /// did with them.
     async fn commit_table(
         &self,
         name: &str,
@@ -115,19 +116,29 @@ impl Ingestor {
             source,
         };
         let api = self.bq.write_api();
-        let stream = &plan.streams[table];
+        let streams = &plan.streams[table];
         if resuming {
-            match api.stream_status(stream).await.map_err(bq_error)? {
-                StreamStatus::Committed => return Ok(TableCommit::Committed),
-                StreamStatus::Gone => {
-                    tracing::warn!(table, stream, "stream is gone; checking the table's rows");
-                    return self.committed_by_data(name, plan, table).await;
+            // A table's streams are only ever committed together, so one committed stream
+            // says all were; one gone means they can no longer be committed together.
+            let mut gone = false;
+            for stream in streams {
+                match api.stream_status(stream).await.map_err(bq_error)? {
+                    StreamStatus::Committed => return Ok(TableCommit::Committed),
+                    StreamStatus::Gone => gone = true,
+                    StreamStatus::NotCommitted => {}
                 }
-                StreamStatus::NotCommitted => {}
+            }
+            if gone {
+                tracing::warn!(
+                    table,
+                    ?streams,
+                    "a stream is gone; checking the table's rows"
+                );
+                return self.committed_by_data(name, plan, table).await;
             }
         }
         match api
-            .commit_stream(&self.bq.table_path(table), stream)
+            .commit_streams(&self.bq.table_path(table), streams)
             .await
             .map_err(bq_error)?
         {
@@ -135,7 +146,7 @@ impl Ingestor {
                 Ok(TableCommit::Committed)
             }
             CommitOutcome::Gone(detail) => {
-                tracing::warn!(table, stream, %detail, "stream not committable; checking the table's rows");
+                tracing::warn!(table, ?streams, %detail, "streams not committable; checking the table's rows");
                 self.committed_by_data(name, plan, table).await
             }
         }
@@ -223,7 +234,7 @@ impl Ingestor {
             }
         }
         for table in lost {
-            let (Some(stream), Some(&rows)) = (staged.streams.get(table), staged.rows.get(table))
+            let (Some(streams), Some(&rows)) = (staged.streams.get(table), staged.rows.get(table))
             else {
                 return Err(IngestError::Recovery {
                     object: name.to_string(),
@@ -241,7 +252,7 @@ impl Ingestor {
                     ),
                 });
             }
-            plan.streams.insert(table.clone(), stream.clone());
+            plan.streams.insert(table.clone(), streams.clone());
             plan.stamps.insert(table.clone(), stamp);
         }
         Ok(())

@@ -22,6 +22,7 @@
 mod commit;
 mod report;
 mod stage;
+mod streams;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ use crate::source::{self, LogObject, SourceError};
 
 use commit::Tracking;
 pub use report::{ObjectReport, Outcome};
+use streams::Spread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -136,6 +138,8 @@ pub struct Ingestor {
     ledger: Option<Ledger>,
     /// Objects of a batch read and parsed at once.
     parallel_objects: usize,
+    /// How a large table's rows spread over several streams.
+    spread: Spread,
     /// Tables known to exist, so warm invocations skip the check.
     known_tables: Mutex<HashSet<String>>,
 }
@@ -162,6 +166,10 @@ impl Ingestor {
                 .transpose()?,
             ledger: None,
             parallel_objects: config.parallel_objects,
+            spread: Spread {
+                spread_bytes: config.stream_spread_bytes,
+                budget: config.max_connections,
+            },
             known_tables: Mutex::new(HashSet::new()),
         })
     }

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
 use tracing::Instrument;
 
+use super::streams::RoundStreams;
 use super::{IngestError, Ingestor, ObjectReport, Outcome};
 use crate::bigquery::encode::RowEncoder;
 use crate::bigquery::{BigQueryError, StreamWriter, TableSpec};
@@ -49,9 +50,10 @@ pub(super) struct StagedObject {
 /// A batch read and appended to finalized (uncommitted) PENDING streams: the hand-off from
 /// staging to committing.
 pub(super) struct Staged {
-    /// Table → stream, log tables and the quarantine table alike.
-    pub streams: BTreeMap<String, String>,
-    /// Table → rows in its stream.
+    /// Table → its streams (one, or several for a large table), log tables and the
+    /// quarantine table alike.
+    pub streams: BTreeMap<String, Vec<String>>,
+    /// Table → rows in its streams.
     pub rows: BTreeMap<String, u64>,
     /// Table → the log dates of its rows.
     pub days: BTreeMap<String, DaySpan>,
@@ -195,7 +197,7 @@ impl Ingestor {
             start_next(&mut reading, &mut tx);
         }
 
-        let mut writers: BTreeMap<String, StreamWriter> = BTreeMap::new();
+        let mut writers = RoundStreams::new(self.spread);
         let mut days: BTreeMap<String, DaySpan> = BTreeMap::new();
         loop {
             tokio::select! {
@@ -217,14 +219,11 @@ impl Ingestor {
                             }
                             *state.rows.entry(table.clone()).or_default() += rows.len() as u64;
                             state.appended = true;
-                            let writer = match writers.get_mut(&table) {
-                                Some(w) => w,
-                                None => {
-                                    let w = self.open_table_stream(&table).await.map_err(bq_error)?;
-                                    writers.entry(table).or_insert(w)
-                                }
-                            };
-                            writer.append(rows).await.map_err(bq_error)?;
+                            if writers.needs_stream(&table) {
+                                let w = self.open_table_stream(&table).await.map_err(bq_error)?;
+                                writers.add(&table, w);
+                            }
+                            writers.append(&table, rows).await.map_err(bq_error)?;
                         }
                         Produced::Rejected(line) => {
                             state.rejected += 1;
@@ -258,9 +257,7 @@ impl Ingestor {
             .map(|(i, _)| i)
             .collect();
         if !tainted.is_empty() {
-            for writer in writers.values_mut() {
-                let _ = writer.flush().await;
-            }
+            writers.abandon().await;
             let newly_failed = tainted
                 .into_iter()
                 .map(|i| match states[i].result.take() {
@@ -281,7 +278,10 @@ impl Ingestor {
             finished.push(parts);
         }
         fault_point("after_append");
-        let rows = self.finalize(&mut writers).await.map_err(bq_error)?;
+        let rows = writers
+            .finalize(self.bq.write_api())
+            .await
+            .map_err(bq_error)?;
         fault_point("after_finalize");
         for (table, &count) in &rows {
             let sum: u64 = states.iter().filter_map(|s| s.rows.get(table)).sum();
@@ -299,10 +299,7 @@ impl Ingestor {
             .map(|(state, quarantine)| self.staged_object(state, quarantine))
             .collect();
         Ok(Ok(Staged {
-            streams: writers
-                .into_iter()
-                .map(|(table, w)| (table, w.stream_name().to_string()))
-                .collect(),
+            streams: writers.into_names(),
             rows,
             days,
             objects: staged_objects,
@@ -402,7 +399,7 @@ impl Ingestor {
     async fn quarantine_line(
         &self,
         state: &mut ObjectState,
-        writers: &mut BTreeMap<String, StreamWriter>,
+        writers: &mut RoundStreams,
         line: &RejectedLine,
         stamp: i64,
     ) -> Result<(), IngestError> {
@@ -438,7 +435,7 @@ impl Ingestor {
     async fn finish_quarantine(
         &self,
         state: &mut ObjectState,
-        writers: &mut BTreeMap<String, StreamWriter>,
+        writers: &mut RoundStreams,
     ) -> Result<Vec<String>, IngestError> {
         let uri = state.uri.clone();
         match std::mem::replace(&mut state.quarantine, Quarantine::None) {
@@ -468,11 +465,12 @@ impl Ingestor {
     /// Appends quarantine rows to `table`'s stream, opening it (and the table) on first use.
     async fn append_quarantine(
         &self,
-        writers: &mut BTreeMap<String, StreamWriter>,
+        writers: &mut RoundStreams,
         table: &str,
         rows: Vec<Vec<u8>>,
     ) -> Result<(), BigQueryError> {
-        if !writers.contains_key(table) {
+        // Quarantined lines are few: one stream, never spread.
+        if !writers.has(table) {
             let spec = TableSpec {
                 name: table.to_string(),
                 partitioned: false,
@@ -493,13 +491,9 @@ impl Ingestor {
                 .bq
                 .write_api()
                 .writer_with(stream, crate::quarantine::proto_descriptor());
-            writers.insert(table.to_string(), writer);
+            writers.add(table, writer);
         }
-        writers
-            .get_mut(table)
-            .expect("inserted above")
-            .append(rows)
-            .await
+        writers.append(table, rows).await
     }
 
     /// Makes sure `table` exists (creating it with the full schema) and opens a PENDING stream.
@@ -531,27 +525,6 @@ impl Ingestor {
             .await?;
         tracing::debug!(table, stream, "pending stream open");
         Ok(self.bq.write_api().writer(stream))
-    }
-
-    /// Flushes and finalizes every stream; returns rows per table.
-    async fn finalize(
-        &self,
-        writers: &mut BTreeMap<String, StreamWriter>,
-    ) -> Result<BTreeMap<String, u64>, BigQueryError> {
-        let api = self.bq.write_api();
-        let mut tables = BTreeMap::new();
-        for (table, writer) in writers.iter_mut() {
-            let rows = writer.flush().await?;
-            let count = api.finalize(writer.stream_name()).await?;
-            if count != rows {
-                return Err(BigQueryError::Write {
-                    call: format!("FinalizeWriteStream {}", writer.stream_name()),
-                    message: format!("stream holds {count} rows, {rows} were appended"),
-                });
-            }
-            tables.insert(table.clone(), rows as u64);
-        }
-        Ok(tables)
     }
 }
 

@@ -557,11 +557,13 @@ impl<'a> Run<'a> {
         if rng.random_bool(0.25) {
             grpc.push("expired=1".into());
         }
+        let spread_budget = rng.random_bool(0.4).then(|| rng.random_range(2..=6));
         Faults {
             crash,
             proxy,
             grpc: grpc.join(","),
             seed: rng.random(),
+            spread_budget,
         }
     }
 
@@ -580,6 +582,12 @@ impl<'a> Run<'a> {
         }
         if !faults.grpc.is_empty() {
             env.push(("CF2BQ_GRPC_FAULTS".into(), faults.grpc.clone()));
+        }
+        if let Some(budget) = faults.spread_budget {
+            // Rows encode to ~250 bytes: a request of a few rows, a stream every few more.
+            env.push(("CF2BQ_BATCH_BYTES".into(), "600".into()));
+            env.push(("CF2BQ_STREAM_SPREAD_BYTES".into(), "900".into()));
+            env.push(("CF2BQ_MAX_CONNECTIONS".into(), budget.to_string()));
         }
         let proxy = (!faults.proxy.is_empty()).then(|| self.start_proxy(&faults, &mut env));
         let child = Command::new(&self.context.ingest)
@@ -757,6 +765,9 @@ struct Faults {
     proxy: Vec<String>,
     grpc: String,
     seed: u64,
+    /// Tiny requests and spread thresholds, so that tables spread over several streams (at
+    /// most this many in all) and every fault meets a table committed from several.
+    spread_budget: Option<usize>,
 }
 
 struct Invocation {
