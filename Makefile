@@ -9,11 +9,12 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: help demo test test-unit test-integration lint stack-up stack-down stack-env \
-        build deploy bench replay fmt clippy chaos scale
+        build deploy bench replay fmt clippy chaos scale test-deploy
 
 help:
 	@echo "make demo    - the whole pipeline on a local stack, counts per day checked"
 	@echo "make test    - every test (unit, integration against local emulators, lint, fuzz)"
+	@echo "make test-deploy - the arm64 bootstrap from make build, under qemu, through the Lambda Runtime API"
 	@echo "make chaos   - exactly-once fault campaign (RUNS=1000, SEED=random; SEED=X RUNS=1 replays one run)"
 	@echo "make scale   - 20,000 objects in bursts: API calls counted, rows checked, 1M objects/day extrapolated (OBJECTS, BUILD=debug)"
 	@echo "make bench   - ingest transform vs zcat vs a Python reference, 1 GiB object"
@@ -28,6 +29,9 @@ demo:
 
 test:
 	scripts/test.sh
+
+test-deploy:
+	scripts/test-deploy.sh
 
 lint:
 	scripts/lint.sh

@@ -1,6 +1,8 @@
 //! A loopback mock of the BigQuery REST API (HTTP/1.1 on a tokio listener) that records every
 //! request and answers with a handler: a script (tests/it/bigquery_faults.rs) or a small
-//! model of tables (tests/it/keeper.rs), for behaviour the emulator does not show.
+//! model of tables (tests/it/keeper.rs), for behaviour the emulator does not show. Any
+//! JSON-over-HTTP peer can be played with it: tests/it/deploy_artifact.rs plays Lambda's
+//! Runtime API.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +35,8 @@ impl Seen {
 /// What the mock does with one request.
 pub enum Answer {
     Json(u16, Value),
+    /// A JSON answer with extra response headers.
+    JsonWithHeaders(u16, Vec<(String, String)>, Value),
     /// Close the connection without answering (a reset or dropped connection).
     Hangup,
 }
@@ -58,6 +62,12 @@ impl MockServer {
             }
         });
         MockServer { url, seen }
+    }
+
+    /// `host:port` the mock listens on.
+    pub fn authority(&self) -> &str {
+        let rest = self.url.trim_start_matches("http://");
+        rest.split('/').next().unwrap_or(rest)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -120,18 +130,22 @@ async fn serve(mut socket: TcpStream, handler: Arc<Handler>, seen: Arc<Mutex<Vec
             body,
         };
         seen.lock().unwrap().push(request.clone());
-        match handler(&request) {
+        let (status, headers, value) = match handler(&request) {
             Answer::Hangup => return,
-            Answer::Json(status, value) => {
-                let text = value.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-                    text.len()
-                );
-                if socket.write_all(response.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
+            Answer::Json(status, value) => (status, Vec::new(), value),
+            Answer::JsonWithHeaders(status, headers, value) => (status, headers, value),
+        };
+        let text = value.to_string();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
+        let response = format!(
+            "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{text}",
+            text.len()
+        );
+        if socket.write_all(response.as_bytes()).await.is_err() {
+            return;
         }
     }
 }
