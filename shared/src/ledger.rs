@@ -1,7 +1,8 @@
 //! The exactly-once ledger: one DynamoDB item per object version, moved through
 //! CLAIMED → COMMITTING → DONE with conditional writes, and one item per **batch**: the
-//! objects of one invocation staged into shared PENDING streams (one per table, not one
-//! per object: CreateWriteStream is a scarce quota) and committed together.
+//! objects of one invocation staged into shared PENDING streams (one per table, a few for a
+//! large table, not one per object: CreateWriteStream is a scarce quota) and committed
+//! together.
 //!
 //! * **Identity**: `s3://bucket/key#etag`, the same from every entry point (live events,
 //!   replay listings, the CLI): S3 events carry the ETag, listings carry it, and the CLI asks

@@ -9,7 +9,8 @@
 //!    that batch and finish it (step 5);
 //! 3. **stage** ([`stage`]): stream every object from S3 (pinned to its ETag), several at
 //!    once, gunzip, parse, route each row by its own date, append to one PENDING stream per
-//!    table for the whole batch, finalize; an object that fails alone is left out;
+//!    table for the whole batch (more for a large table, [`streams`]), finalize; an object
+//!    that fails alone is left out;
 //! 4. **plan**: record the streams and each object's share, and bind the objects to the
 //!    batch, in one transaction;
 //! 5. **commit** ([`commit`]) each table once, recording progress; recover streams that

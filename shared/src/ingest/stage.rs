@@ -1,6 +1,7 @@
 //! Staging a batch: its objects read → gunzipped → parsed → appended to one PENDING stream
-//! per table, shared by the whole batch → finalized. Streams per invocation, not per object:
-//! CreateWriteStream is limited to 10,000 an hour per project and region.
+//! per table, shared by the whole batch (a large table spreads over a few, [`super::streams`])
+//! → finalized. Streams per invocation, not per object: CreateWriteStream is limited to
+//! 10,000 an hour per project and region.
 //!
 //! Several objects are read and parsed at once (`CF2BQ_PARALLEL_OBJECTS`), each on its own
 //! threads, feeding one writer loop that owns the streams. Nothing staged is visible until
