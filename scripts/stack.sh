@@ -160,7 +160,9 @@ cmd_up() {
     check_free bqemulator "$CF2BQ_BQ_REST_PORT"
     check_free bqemulator "$CF2BQ_BQ_GRPC_PORT"
     # Format extensions (avro, ...) would be downloaded at boot: turn them off (offline).
-    start bqemulator env HOME="$BQHOME" BQEMU_ENABLE_FORMAT_EXTENSIONS=false "$VENV/bin/bqemulator" start \
+    # The wrapper gives the emulator threads for more than six concurrent AppendRows calls.
+    start bqemulator env HOME="$BQHOME" BQEMU_ENABLE_FORMAT_EXTENSIONS=false \
+      "$VENV/bin/python" "$ROOT/scripts/bqemulator_start.py" start \
       --rest-host 127.0.0.1 --rest-port "$CF2BQ_BQ_REST_PORT" \
       --grpc-host 127.0.0.1 --grpc-port "$CF2BQ_BQ_GRPC_PORT" --project "$CF2BQ_BQ_PROJECT"
   fi
