@@ -138,6 +138,8 @@ pub struct Ingestor {
     parallel_objects: usize,
     /// Tables known to exist, so warm invocations skip the check.
     known_tables: Mutex<HashSet<String>>,
+    /// Applied to every row before it leaves AWS.
+    privacy: crate::privacy::Privacy,
 }
 
 impl Ingestor {
@@ -163,6 +165,7 @@ impl Ingestor {
             ledger: None,
             parallel_objects: config.parallel_objects,
             known_tables: Mutex::new(HashSet::new()),
+            privacy: config.privacy.clone(),
         })
     }
 
