@@ -1,5 +1,6 @@
 """Writes the CloudFront log corpus the fidelity tests read. Deterministic (gzip mtime 0), so
-re-running it leaves `git status` clean. Run: python3 tests/corpus/make_corpus.py"""
+re-running it leaves `git status` clean. Run: .venv/bin/python tests/corpus/make_corpus.py
+(the stack's venv has pyarrow, which writes the v2 Parquet file; plain python3 skips it)."""
 
 import gzip
 import io
@@ -164,3 +165,24 @@ for underscored in (False, True):
     name = "v2-json-underscored.log.gz" if underscored else "v2-json.log.gz"
     text = "".join(v2_json(line, underscored) + "\n" for line in (LINE1, LINE2))
     write(name, gz(text.encode()))
+
+
+# v2 Parquet as AWS documents it (underscored, string-typed columns), written by pyarrow (the
+# Arrow C++ writer): the same two requests, two row groups of one row each, Snappy.
+try:
+    import pyarrow
+    import pyarrow.parquet
+except ImportError:
+    print("pyarrow not installed: v2-parquet.parquet left as it is")
+else:
+    names = [f.replace("(", "_").replace(")", "").replace("-", "_").lower()
+             for f in FIELDS + V2_EXTRA]
+    names[names.index("timestamp_ms")] = "timestamp_ms"
+    rows = [LINE1 + EXTRA1, LINE2 + EXTRA2]
+    table = pyarrow.table({n: pyarrow.array([None if r[i] == "-" else r[i] for r in rows],
+                                            pyarrow.string())
+                           for i, n in enumerate(names)})
+    out = io.BytesIO()
+    pyarrow.parquet.write_table(table, out, row_group_size=1, compression="snappy",
+                                write_statistics=False)
+    write("v2-parquet.parquet", out.getvalue())

@@ -136,8 +136,8 @@ fn read(name: &str) -> (Vec<Parsed>, Vec<Rejected>, shared::cloudfront::ReadStat
                 // Legacy files carry none of the fields standard logging v2 added, except
                 // header-35-future.log.gz (checked on its own).
                 if name != "header-35-future.log.gz" {
-                    for id in LEGACY_FIELDS..LOG_FIELDS.len() {
-                        assert_eq!(row.get(id), Value::Null, "{name}: {}", LOG_FIELDS[id].log_name);
+                    for (id, field) in LOG_FIELDS.iter().enumerate().skip(LEGACY_FIELDS) {
+                        assert_eq!(row.get(id), Value::Null, "{name}: {}", field.log_name);
                     }
                 }
                 rows.push(Parsed {
@@ -222,7 +222,10 @@ fn fields_once_unknown_are_typed_columns_now() {
     let Some(Item::Row { row, .. }) = reader.next_item().unwrap() else {
         panic!("a row")
     };
-    assert_eq!((row.get(country), row.get(asn)), (Value::Text("JP"), Value::Int(2516)));
+    assert_eq!(
+        (row.get(country), row.get(asn)),
+        (Value::Text("JP"), Value::Int(2516))
+    );
     let Some(Item::Row { row, .. }) = reader.next_item().unwrap() else {
         panic!("a row")
     };

@@ -195,6 +195,9 @@ pub(crate) struct RowBuilder {
     raw: String,
     /// Whether the row has a `date` or `time` column (else only a timestamp dates it).
     has_date_time: bool,
+    /// Fields decoded twice, with where their logged text is in the line: `raw` is built
+    /// from them in catalog order, so the same request gives the same JSON in any format.
+    decoded_twice: Vec<(FieldId, Range<usize>)>,
 }
 
 impl Default for RowBuilder {
@@ -206,6 +209,7 @@ impl Default for RowBuilder {
             extra: String::new(),
             raw: String::new(),
             has_date_time: false,
+            decoded_twice: Vec::new(),
         }
     }
 }
@@ -217,6 +221,7 @@ impl RowBuilder {
         self.extra.clear();
         self.raw.clear();
         self.has_date_time = false;
+        self.decoded_twice.clear();
     }
 
     /// Reads one field: `text` is `line[offset..]` of the line later given to `finish`.
@@ -233,7 +238,7 @@ impl RowBuilder {
                     parse_field(*id, *kind, text, offset, &mut self.scratch, &mut self.tmp)?;
                 self.slots[*id] = slot;
                 if decoded == Decoded::TwoLayers {
-                    push_json_member(&mut self.raw, LOG_FIELDS[*id].column, Some(text));
+                    self.decoded_twice.push((*id, offset..offset + text.len()));
                 }
             }
             Column::Unknown(name) => {
@@ -254,6 +259,14 @@ impl RowBuilder {
     /// The row, dated by its `date` and `time`, or else by its timestamp (which then also
     /// gives `log_date` and `log_time`).
     pub(crate) fn finish<'a>(&'a mut self, line: &'a str) -> Result<Row<'a>, LineError> {
+        self.decoded_twice.sort_unstable_by_key(|(id, _)| *id);
+        for (id, range) in &self.decoded_twice {
+            push_json_member(
+                &mut self.raw,
+                LOG_FIELDS[*id].column,
+                Some(&line[range.clone()]),
+            );
+        }
         for json in [&mut self.extra, &mut self.raw] {
             if !json.is_empty() {
                 json.push('}');
