@@ -99,6 +99,12 @@ add IngestMaxConnections INGEST_MAX_CONNECTIONS
 add KeeperMemoryMB KEEPER_MEMORY_MB
 add KeeperTimeoutSeconds KEEPER_TIMEOUT_SECONDS
 add LogRetentionDays LOG_RETENTION_DAYS
+add DropCookies DROP_COOKIES
+add IpPrivacy IP_PRIVACY
+add V2DeliveryDistributionId V2_DISTRIBUTION_ID
+add V2DeliveryFormat V2_FORMAT
+add V2DeliveryHivePaths V2_HIVE_PATHS
+add V2DeliveryFields V2_FIELDS
 add CreateAheadDays CREATE_AHEAD_DAYS
 add LookbackDays LOOKBACK_DAYS
 add StaleHours STALE_HOURS

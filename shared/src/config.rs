@@ -3,6 +3,7 @@
 use std::env;
 use std::time::Duration;
 
+use crate::privacy::{IpPrivacy, Privacy};
 use crate::route::Layout;
 
 /// Default size of one AppendRows request: large enough to amortise each round trip, small
@@ -85,6 +86,8 @@ pub struct Config {
     pub deadline_reserve: Duration,
     /// `ingest --poll-queue`: the deadline each simulated invocation gets (Lambda's timeout).
     pub poll_invocation: Duration,
+    /// What is removed from rows before they leave AWS.
+    pub privacy: Privacy,
 }
 
 impl Config {
@@ -155,8 +158,48 @@ impl Config {
             poll_invocation: Duration::from_secs(
                 number(&get, "CF2BQ_POLL_INVOCATION_SECONDS")?.unwrap_or(900),
             ),
+            privacy: privacy(&get)?,
         })
     }
+}
+
+/// `CF2BQ_DROP_COOKIES`, `CF2BQ_IP_PRIVACY` and its `CF2BQ_IP_HASH_KEY`.
+fn privacy(get: &impl Fn(&str) -> Option<String>) -> Result<Privacy, ConfigError> {
+    let drop_cookies = match get("CF2BQ_DROP_COOKIES").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "CF2BQ_DROP_COOKIES",
+                value: other.to_string(),
+                why: "expected true or false".into(),
+            })
+        }
+    };
+    let ip = match get("CF2BQ_IP_PRIVACY").as_deref() {
+        None | Some("keep") => IpPrivacy::Keep,
+        Some("truncate") => IpPrivacy::Truncate,
+        Some("hash") => {
+            let key = get("CF2BQ_IP_HASH_KEY").ok_or(ConfigError::Missing("CF2BQ_IP_HASH_KEY"))?;
+            // The key is never echoed: only its length is judged.
+            if key.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    name: "CF2BQ_IP_HASH_KEY",
+                    value: format!("({} bytes)", key.len()),
+                    why: "a hash key needs at least 16 bytes (32 random bytes recommended)".into(),
+                });
+            }
+            IpPrivacy::Hash(key.into_bytes())
+        }
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "CF2BQ_IP_PRIVACY",
+                value: other.to_string(),
+                why: "expected keep, truncate or hash".into(),
+            })
+        }
+    };
+    Ok(Privacy { drop_cookies, ip })
 }
 
 /// Objects parsed at once: each holds a few MiB of batches in flight, and small objects
@@ -304,6 +347,63 @@ mod tests {
             ("CF2BQ_LEASE_SECONDS", "soon"),
         ]);
         assert!(bad.unwrap_err().to_string().contains("CF2BQ_LEASE_SECONDS"));
+    }
+
+    #[test]
+    fn privacy_settings() {
+        let base = [
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_BQ_AUTH", "none"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            config(&pairs)
+        };
+        assert_eq!(with(&[]).unwrap().privacy, Privacy::default());
+        let c = with(&[
+            ("CF2BQ_DROP_COOKIES", "true"),
+            ("CF2BQ_IP_PRIVACY", "truncate"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.privacy,
+            Privacy {
+                drop_cookies: true,
+                ip: IpPrivacy::Truncate
+            }
+        );
+        let c = with(&[
+            ("CF2BQ_IP_PRIVACY", "hash"),
+            ("CF2BQ_IP_HASH_KEY", "0123456789abcdef0123"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.privacy.ip,
+            IpPrivacy::Hash(b"0123456789abcdef0123".to_vec())
+        );
+        assert!(matches!(
+            with(&[("CF2BQ_IP_PRIVACY", "hash")]),
+            Err(ConfigError::Missing("CF2BQ_IP_HASH_KEY"))
+        ));
+        let short = with(&[
+            ("CF2BQ_IP_PRIVACY", "hash"),
+            ("CF2BQ_IP_HASH_KEY", "secret"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            short.contains("16 bytes") && !short.contains("secret\""),
+            "{short}"
+        );
+        for (name, value) in [
+            ("CF2BQ_IP_PRIVACY", "anonymize"),
+            ("CF2BQ_DROP_COOKIES", "yes"),
+        ] {
+            let error = with(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

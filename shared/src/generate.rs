@@ -11,8 +11,8 @@ use flate2::Compression;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::cloudfront::fields::{LEGACY_FIELDS, LOG_FIELDS};
 use crate::cloudfront::parse::days_from_civil;
-use crate::cloudfront::LOG_FIELDS;
 use crate::route::IsoDate;
 
 /// What to generate.
@@ -113,7 +113,7 @@ pub fn write_object(
     };
     let header = format!(
         "#Version: 1.0\n#Fields: {}\n",
-        LOG_FIELDS
+        LOG_FIELDS[..LEGACY_FIELDS]
             .iter()
             .map(|f| f.log_name)
             .collect::<Vec<_>>()

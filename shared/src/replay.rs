@@ -28,8 +28,15 @@ pub struct Selection {
     pub to: Option<i32>,
 }
 
-/// The UTC date (days since the epoch) in a CloudFront key: `…/<dist>.YYYY-MM-DD-HH.<id>.gz`.
+/// The UTC date (days since the epoch) in a CloudFront key: the legacy file name
+/// `…/<dist>.YYYY-MM-DD-HH.<id>.gz`, or a standard logging v2 partitioned path, plain
+/// (`…/{DistributionId}/{yyyy}/{MM}/{dd}/{HH}/…`) or Hive-style
+/// (`…/distributionid=…/year=…/month=…/day=…/hour=…/…`).
 pub fn key_date(key: &str) -> Option<i32> {
+    legacy_key_date(key).or_else(|| partitioned_key_date(key))
+}
+
+fn legacy_key_date(key: &str) -> Option<i32> {
     let name = key.rsplit('/').next()?;
     let mut parts = name.split('.');
     parts.next()?; // distribution id
@@ -38,6 +45,33 @@ pub fn key_date(key: &str) -> Option<i32> {
         return None;
     }
     crate::cloudfront::parse::parse_date(&date_hour[..10])
+}
+
+/// The date of a v2 partitioned path: Hive-style `year=`/`month=`/`day=` segments, or else
+/// the last run of `yyyy/MM/dd` segments among the folders (the file name is not a folder).
+fn partitioned_key_date(key: &str) -> Option<i32> {
+    let folders: Vec<&str> = key.split('/').collect();
+    let folders = &folders[..folders.len().saturating_sub(1)];
+    let hive = |name: &str| {
+        folders.iter().rev().find_map(|f| {
+            let (k, v) = f.split_once('=')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    };
+    if let (Some(y), Some(m), Some(d)) = (hive("year"), hive("month"), hive("day")) {
+        return ymd(y, m, d);
+    }
+    folders
+        .windows(3)
+        .rev()
+        .find_map(|w| (w[0].len() == 4).then(|| ymd(w[0], w[1], w[2])).flatten())
+}
+
+fn ymd(y: &str, m: &str, d: &str) -> Option<i32> {
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    crate::cloudfront::parse::parse_date(&format!("{y}-{m}-{d}"))
 }
 
 impl Selection {
@@ -89,7 +123,7 @@ pub async fn list(
         for object in page.contents() {
             listed += 1;
             let Some(key) = object.key() else { continue };
-            if !key.ends_with(".gz") || !selection.matches(key) {
+            if !crate::formats::is_log_key(key) || !selection.matches(key) {
                 continue;
             }
             objects.push(ObjectRef {
@@ -283,5 +317,37 @@ mod tests {
         assert!(!selection.matches("p/D.2026-11-19-23.x.gz"));
         assert!(!selection.matches("p/not-a-cloudfront-key.gz"));
         assert!(Selection::default().matches("anything"));
+    }
+
+    #[test]
+    fn dates_come_from_v2_partitioned_paths() {
+        let day = parse_date("2026-11-20");
+        for key in [
+            "AWSLogs/123456789012/CloudFront/E2QWRUHAPOMQZL/2026/11/20/07/E2QWRUHAPOMQZL.a1b2.log.gz",
+            "cf/E2QWRUHAPOMQZL/2026/11/20/07/part-0001.parquet",
+            "cf/E2QWRUHAPOMQZL/2026/11/20/file.gz",
+            "AWSLogs/123456789012/CloudFront/distributionid=E2QWRUHAPOMQZL/year=2026/month=11/day=20/hour=07/x.log.gz",
+            "cf/DistributionId=E2/Year=2026/Month=11/Day=20/Hour=23/x.parquet",
+        ] {
+            assert_eq!(key_date(key), day, "{key}");
+        }
+        for key in [
+            "cf/E2QWRUHAPOMQZL/2026/11/x.gz",
+            "cf/E2QWRUHAPOMQZL/2026/11/32/07/x.gz",
+            "cf/year=2026/month=11/x.gz",
+            // A date-like file name is not a folder.
+            "cf/2026/11/20.gz",
+        ] {
+            assert_eq!(key_date(key), None, "{key}");
+        }
+        let selection = Selection {
+            bucket: "b".into(),
+            from: parse_date("2026-11-20"),
+            to: parse_date("2026-11-20"),
+            ..Default::default()
+        };
+        assert!(selection.matches("cf/year=2026/month=11/day=20/hour=00/x.parquet"));
+        assert!(!selection.matches("cf/year=2026/month=11/day=21/hour=00/x.parquet"));
+        assert!(selection.matches("cf/E1/2026/11/20/23/x.gz"));
     }
 }

@@ -217,3 +217,89 @@ async fn listed(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<bool, Str
         .iter()
         .any(|o| o.key() == Some(object.key.as_str())))
 }
+
+/// Random access to an object (v2 Parquet is read a row group at a time): S3 `Range` GETs
+/// pinned to the object's ETag, or reads at an offset of a local file. Used from a blocking
+/// thread: S3 calls run on the runtime through `handle`.
+pub enum ObjectRanges {
+    S3 {
+        s3: aws_sdk_s3::Client,
+        object: ObjectRef,
+        size: u64,
+        handle: tokio::runtime::Handle,
+    },
+    File {
+        file: std::fs::File,
+        size: u64,
+    },
+}
+
+impl ObjectRanges {
+    /// Random access to `object` of `size` bytes. Call from the runtime (it keeps a handle).
+    pub fn open(
+        s3: &aws_sdk_s3::Client,
+        object: &LogObject,
+        size: Option<u64>,
+    ) -> std::io::Result<ObjectRanges> {
+        match object {
+            LogObject::File(path) => {
+                let file = std::fs::File::open(path)?;
+                let size = file.metadata()?.len();
+                Ok(ObjectRanges::File { file, size })
+            }
+            LogObject::S3(o) => Ok(ObjectRanges::S3 {
+                s3: s3.clone(),
+                object: o.clone(),
+                size: size.or(o.size).ok_or_else(|| {
+                    std::io::Error::other(format!("{o}: size unknown, cannot read it by ranges"))
+                })?,
+                handle: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+}
+
+impl crate::cloudfront::parquet::RangeSource for ObjectRanges {
+    fn size(&self) -> u64 {
+        match self {
+            ObjectRanges::S3 { size, .. } | ObjectRanges::File { size, .. } => *size,
+        }
+    }
+
+    fn read_range(&self, start: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+        let len = len.min(self.size().saturating_sub(start));
+        if len == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        match self {
+            ObjectRanges::File { file, .. } => {
+                use std::os::unix::fs::FileExt;
+                let mut buffer = vec![0u8; len as usize];
+                file.read_exact_at(&mut buffer, start)?;
+                Ok(buffer.into())
+            }
+            ObjectRanges::S3 {
+                s3, object, handle, ..
+            } => handle.block_on(async {
+                let mut request = s3
+                    .get_object()
+                    .bucket(&object.bucket)
+                    .key(&object.key)
+                    .range(format!("bytes={start}-{}", start + len - 1));
+                if let Some(etag) = &object.etag {
+                    request = request.if_match(format!("\"{etag}\""));
+                }
+                let response = request.send().await.map_err(|e| {
+                    std::io::Error::other(format!(
+                        "reading bytes {start}+{len} of {object}: {}",
+                        aws_error(&e)
+                    ))
+                })?;
+                let body = response.body.collect().await.map_err(|e| {
+                    std::io::Error::other(format!("reading bytes {start}+{len} of {object}: {e}"))
+                })?;
+                Ok(body.into_bytes())
+            }),
+        }
+    }
+}

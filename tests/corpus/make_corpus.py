@@ -1,5 +1,6 @@
 """Writes the CloudFront log corpus the fidelity tests read. Deterministic (gzip mtime 0), so
-re-running it leaves `git status` clean. Run: python3 tests/corpus/make_corpus.py"""
+re-running it leaves `git status` clean. Run: .venv/bin/python tests/corpus/make_corpus.py
+(the stack's venv has pyarrow, which writes the v2 Parquet file; plain python3 skips it)."""
 
 import gzip
 import io
@@ -94,3 +95,94 @@ for i in range(20, 40):
 write("corrupt.log.gz", bytes(corrupt))
 write("no-fields-header.log.gz", gz(b"#Version: 1.0\n" + "\t".join(LINE1).encode() + b"\n"))
 write("empty.log.gz", b"")
+
+# Standard logging v2 (tests/it/v2.rs): the same two requests as the legacy files above.
+import json
+import random
+
+V2_EXTRA = ["timestamp(ms)", "c-country", "asn", "origin-fbl", "origin-lbl",
+            "cache-behavior-path-pattern", "distribution-tenant-id", "connection-id"]
+EXTRA1 = ["1768040121123", "JP", "2516", "0.012", "0.034", "/live/*", "dt_2abc", "conn-77"]
+EXTRA2 = ["1768003199999", "-", "-", "-", "-", "-", "-", "-"]
+
+
+def v2_w3c(fields, rows, delimiter="\t"):
+    # v2 W3C: a #Fields line (space-separated), no #Version line.
+    text = "#Fields: " + " ".join(fields) + "\n"
+    for row in rows:
+        text += delimiter.join(row) + "\n"
+    return text.encode()
+
+
+def project(fields, line, extra):
+    values = dict(zip(FIELDS + V2_EXTRA, line + extra))
+    return [values[f] for f in fields]
+
+
+# All 33 legacy fields, shuffled (a positional parser would fail), TAB: loads to the same rows
+# as header-33.log.gz.
+order = list(FIELDS)
+random.Random(14).shuffle(order)
+write("v2-w3c-reordered.log.gz",
+      gz(v2_w3c(order, [project(order, LINE1, EXTRA1), project(order, LINE2, EXTRA2)])))
+# A subset without date and time, dated by timestamp(ms), with the new fields; comma-delimited.
+subset = ["c-ip", "timestamp(ms)", "sc-status", "cs-protocol", "cs-protocol-version",
+          "x-edge-detailed-result-type"] + V2_EXTRA[1:]
+new_values = {"cs-protocol": "grpcs", "cs-protocol-version": "HTTP/3.0",
+              "x-edge-detailed-result-type": "LambdaExecutionError"}
+sub1 = [new_values.get(f, v) for f, v in zip(subset, project(subset, LINE1, EXTRA1))]
+write("v2-w3c-no-date-comma.log.gz",
+      gz(v2_w3c(subset, [sub1, project(subset, LINE2, EXTRA2)], delimiter=",")))
+# The same subset with date and time too, pipe-delimited.
+with_date = ["time"] + subset + ["date"]
+write("v2-w3c-pipe.log.gz",
+      gz(v2_w3c(with_date, [[LINE1[1]] + sub1 + [LINE1[0]],
+                            project(with_date, LINE2, EXTRA2)], delimiter="|")))
+
+
+def v2_json(line, underscored):
+    # JSON lines: hyphenated names and string values as the field list spells them, or
+    # underscored names with numbers as numbers and `-` as null.
+    out = {}
+    for f, v in zip(FIELDS, line):
+        if not underscored:
+            out[f] = v
+            continue
+        name = f.replace("(", "_").replace(")", "").replace("-", "_").lower()
+        if v == "-":
+            out[name] = None
+        elif f in ("sc-bytes", "sc-status", "cs-bytes", "c-port", "sc-content-len",
+                   "sc-range-start", "sc-range-end", "fle-encrypted-fields"):
+            out[name] = int(v)
+        elif f in ("time-taken", "time-to-first-byte"):
+            out[name] = float(v)
+        else:
+            out[name] = v
+    return json.dumps(out, separators=(",", ":"))
+
+
+for underscored in (False, True):
+    name = "v2-json-underscored.log.gz" if underscored else "v2-json.log.gz"
+    text = "".join(v2_json(line, underscored) + "\n" for line in (LINE1, LINE2))
+    write(name, gz(text.encode()))
+
+
+# v2 Parquet as AWS documents it (underscored, string-typed columns), written by pyarrow (the
+# Arrow C++ writer): the same two requests, two row groups of one row each, Snappy.
+try:
+    import pyarrow
+    import pyarrow.parquet
+except ImportError:
+    print("pyarrow not installed: v2-parquet.parquet left as it is")
+else:
+    names = [f.replace("(", "_").replace(")", "").replace("-", "_").lower()
+             for f in FIELDS + V2_EXTRA]
+    names[names.index("timestamp_ms")] = "timestamp_ms"
+    rows = [LINE1 + EXTRA1, LINE2 + EXTRA2]
+    table = pyarrow.table({n: pyarrow.array([None if r[i] == "-" else r[i] for r in rows],
+                                            pyarrow.string())
+                           for i, n in enumerate(names)})
+    out = io.BytesIO()
+    pyarrow.parquet.write_table(table, out, row_group_size=1, compression="snappy",
+                                write_statistics=False)
+    write("v2-parquet.parquet", out.getvalue())

@@ -596,17 +596,20 @@ class MotoStack(unittest.TestCase):
         conf = client("s3").get_bucket_notification_configuration(Bucket=name)
         queues = conf.get("QueueConfigurations", [])
         if queues:
-            self.assertEqual(queues[0]["QueueArn"], CTX["outputs"]["IngestQueueArn"])
-            rules = {r["Name"].lower(): r["Value"]
-                     for r in queues[0]["Filter"]["Key"]["FilterRules"]}
+            self.assertEqual({q["QueueArn"] for q in queues}, {CTX["outputs"]["IngestQueueArn"]})
+            rules = [{r["Name"].lower(): r["Value"] for r in q["Filter"]["Key"]["FilterRules"]}
+                     for q in queues]
         else:
             # moto's CloudFormation ignores NotificationConfiguration: render the template's.
             NOTES.append("moto drops LogBucket.NotificationConfiguration; checked in the template")
-            (queue,) = Evaluator(CTX["params"]).properties("LogBucket")[
+            queues = Evaluator(CTX["params"]).properties("LogBucket")[
                 "NotificationConfiguration"]["QueueConfigurations"]
-            self.assertEqual(queue["Queue"], "<GetAtt IngestQueue.Arn>")
-            rules = {r["Name"]: r["Value"] for r in queue["Filter"]["S3Key"]["Rules"]}
-        self.assertEqual(rules, {"prefix": PREFIX, "suffix": ".gz"})
+            self.assertEqual({q["Queue"] for q in queues}, {"<GetAtt IngestQueue.Arn>"})
+            rules = [{r["Name"]: r["Value"] for r in q["Filter"]["S3Key"]["Rules"]}
+                     for q in queues]
+        # Legacy and v2 text logs (.gz), v2 Parquet (.parquet).
+        self.assertEqual(rules, [{"prefix": PREFIX, "suffix": ".gz"},
+                                 {"prefix": PREFIX, "suffix": ".parquet"}])
 
     # ------------------------------------------------------------ SNS, KMS, secret
     def test_alert_topic(self):
@@ -756,7 +759,8 @@ class MotoEventBridgeStack(unittest.TestCase):
         check_deployed(self, name, params, resources)
         self.assertIn("IngestEventRule", resources)
 
-        # The rule: this bucket's Object Created events for .gz keys under each prefix.
+        # The rule: this bucket's Object Created events for .gz and .parquet keys under each
+        # prefix.
         events = client("events")
         rule_arn = outputs["IngestEventRuleArn"]
         rule = events.describe_rule(Name=rule_arn.rsplit("/", 1)[1])
@@ -765,7 +769,8 @@ class MotoEventBridgeStack(unittest.TestCase):
         self.assertEqual(pattern["detail-type"], ["Object Created"])
         self.assertEqual(pattern["detail"]["bucket"]["name"], [existing])
         self.assertEqual(pattern["detail"]["object"]["key"],
-                         [{"wildcard": f"{p}*.gz"} for p in self.PREFIXES])
+                         [{"wildcard": f"{p}*.gz"} for p in self.PREFIXES]
+                         + [{"wildcard": f"{p}*.parquet"} for p in self.PREFIXES])
         targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
         queue_arn = outputs["IngestQueueArn"]
         self.assertEqual([t["Arn"] for t in targets], [queue_arn])
@@ -790,6 +795,49 @@ class TemplateOnly(unittest.TestCase):
     def resources(self, rtype):
         res = template()["Resources"]
         return {k: v for k, v in res.items() if v["Type"] == rtype}
+
+    def test_v2_delivery(self):
+        # Off by default: no delivery resources.
+        default = Evaluator()
+        for name in ("V2DeliverySource", "V2DeliveryDestination", "V2Delivery",
+                     "V2DeliveryBucketPolicy"):
+            self.assertFalse(default.condition(template()["Resources"][name]["Condition"]))
+        ev = Evaluator({"V2DeliveryDistributionId": "E2QWRUHAPOMQZL",
+                        "LogBucketName": "logs-bucket", "LogKeyPrefix": "cf/"})
+        for name in ("CreateV2Delivery", "CreateV2DeliveryBucketPolicy"):
+            self.assertTrue(ev.condition(name))
+        source = ev.properties("V2DeliverySource")
+        self.assertEqual(source["LogType"], "ACCESS_LOGS")
+        self.assertEqual(source["ResourceArn"],
+                         "arn:aws:cloudfront::123456789012:distribution/E2QWRUHAPOMQZL")
+        destination = ev.properties("V2DeliveryDestination")
+        self.assertEqual(destination["OutputFormat"], "parquet")
+        # Under the first log prefix: the notification and the ingest role cover it.
+        self.assertEqual(destination["DestinationResourceArn"], "arn:aws:s3:::logs-bucket/cf/")
+        delivery = ev.properties("V2Delivery")
+        self.assertEqual(delivery["DeliveryDestinationArn"],
+                         "<GetAtt V2DeliveryDestination.Arn>")
+        self.assertEqual(delivery["S3SuffixPath"], "{DistributionId}/{yyyy}/{MM}/{dd}/{HH}")
+        self.assertIs(delivery["S3EnableHiveCompatiblePath"], False)
+        self.assertNotIn("FieldDelimiter", delivery)
+        fields = template()["Parameters"]["V2DeliveryFields"]["Default"].split(",")
+        for wanted in ("date", "time", "timestamp(ms)", "c-country", "asn", "origin-fbl",
+                       "distribution-tenant-id", "connection-id"):
+            self.assertIn(wanted, fields)
+        self.assertTrue(all(f == f.strip() and f for f in fields), fields)
+        policy = ev.properties("V2DeliveryBucketPolicy")["PolicyDocument"]["Statement"][0]
+        self.assertEqual(policy["Principal"], {"Service": "delivery.logs.amazonaws.com"})
+        self.assertEqual(policy["Condition"]["StringEquals"]["aws:SourceAccount"], "123456789012")
+
+        w3c = Evaluator({"V2DeliveryDistributionId": "E2QWRUHAPOMQZL", "LogBucketName": "b",
+                         "V2DeliveryFormat": "w3c", "V2DeliveryHivePaths": "true"})
+        delivery = w3c.properties("V2Delivery")
+        self.assertEqual(delivery["FieldDelimiter"], "\t")
+        self.assertIs(delivery["S3EnableHiveCompatiblePath"], True)
+        # Only in us-east-1, where CloudFront's delivery sources are.
+        rule = template()["Rules"]["V2DeliveryInUsEast1"]
+        self.assertEqual(rule["Assertions"][0]["Assert"],
+                         {"Fn::Equals": [{"Ref": "AWS::Region"}, "us-east-1"]})
 
     def test_alarms_notify_the_topic(self):
         alarms = self.resources("AWS::CloudWatch::Alarm")
@@ -861,13 +909,16 @@ class TemplateOnly(unittest.TestCase):
             "detail-type": ["Object Created"],
             "detail": {"bucket": {"name": ["logs"]},
                        "object": {"key": [{"wildcard": "cf/E1/*.gz"},
-                                          {"wildcard": "cf/E2/*.gz"}]}},
+                                          {"wildcard": "cf/E2/*.gz"},
+                                          {"wildcard": "cf/E1/*.parquet"},
+                                          {"wildcard": "cf/E2/*.parquet"}]}},
         })
         self.assertEqual(rule["Targets"][0]["Arn"], "<GetAtt IngestQueue.Arn>")
-        # The whole bucket: every .gz key.
+        # The whole bucket: every .gz and .parquet key.
         whole = (Evaluator({"LogBucketName": "logs", "NotificationMode": "eventbridge"})
                  .properties("IngestEventRule")["EventPattern"])
-        self.assertEqual(whole["detail"]["object"]["key"], [{"wildcard": "*.gz"}])
+        self.assertEqual(whole["detail"]["object"]["key"],
+                         [{"wildcard": "*.gz"}, {"wildcard": "*.parquet"}])
         self.assertIn("IngestEventRuleArn", ev.outputs())
         # The bus admits a bucket account's forwarded S3 events only in that case.
         self.assertFalse("LogBucketAccountEvents" in ev.resources())
@@ -883,10 +934,12 @@ class TemplateOnly(unittest.TestCase):
     def test_s3_notification_mode(self):
         ev = Evaluator({"LogBucketName": "logs", "LogKeyPrefix": "cf/E1/,cf/E2/"})
         self.assertFalse("IngestEventRule" in ev.resources())
-        (queue,) = ev.properties("LogBucket")["NotificationConfiguration"]["QueueConfigurations"]
-        self.assertEqual(queue["Event"], "s3:ObjectCreated:*")
-        self.assertEqual(queue["Filter"]["S3Key"]["Rules"],
-                         [{"Name": "prefix", "Value": "cf/E1/"}, {"Name": "suffix", "Value": ".gz"}])
+        gz, parquet = ev.properties("LogBucket")["NotificationConfiguration"]["QueueConfigurations"]
+        for queue, suffix in ((gz, ".gz"), (parquet, ".parquet")):
+            self.assertEqual(queue["Event"], "s3:ObjectCreated:*")
+            self.assertEqual(queue["Filter"]["S3Key"]["Rules"],
+                             [{"Name": "prefix", "Value": "cf/E1/"},
+                              {"Name": "suffix", "Value": suffix}])
 
     def ingest_statements(self, **params):
         role = Evaluator(dict({"LogBucketName": "logs"}, **params)).properties("IngestRole")

@@ -263,6 +263,16 @@ async fn an_older_table_gains_the_columns_it_lacks() {
     assert!(
         added.contains(&"cs_user_agent".to_string()) && added.contains(&"extra_fields".to_string())
     );
+    // Standard logging v2's columns too, typed.
+    for column in [
+        "timestamp",
+        "asn",
+        "c_country",
+        "origin_fbl",
+        "connection_id",
+    ] {
+        assert!(added.contains(&column.to_string()), "{column}: {added:?}");
+    }
     let table =
         h.bq.get_table("cloudfront_20260308")
             .await

@@ -365,7 +365,7 @@ pub fn gzip(text: &str) -> Vec<u8> {
 
 /// The 33-field `#Fields` header of today's format.
 pub fn header_33() -> String {
-    let names: Vec<&str> = shared::cloudfront::LOG_FIELDS
+    let names: Vec<&str> = shared::cloudfront::LOG_FIELDS[..shared::cloudfront::LEGACY_FIELDS]
         .iter()
         .map(|f| f.log_name)
         .collect();

@@ -5,6 +5,7 @@ use prost::encoding::{encode_key, encode_varint, WireType};
 
 use super::schema::{columns, Source};
 use crate::cloudfront::{Row, Value};
+use crate::privacy::Privacy;
 
 /// Encodes rows of one object. Lineage values are fixed per object.
 #[derive(Debug, Clone)]
@@ -12,6 +13,8 @@ pub struct RowEncoder {
     /// The two per-object columns, encoded once (tag, length and bytes).
     source_object: Vec<u8>,
     ingest_time: Vec<u8>,
+    /// Privacy controls, when any is on.
+    privacy: Option<std::sync::Arc<Privacy>>,
 }
 
 impl RowEncoder {
@@ -33,15 +36,31 @@ impl RowEncoder {
         RowEncoder {
             source_object: source_object_field,
             ingest_time,
+            privacy: None,
         }
+    }
+
+    /// Applies `privacy` to every row before it is encoded (what is removed never leaves).
+    pub fn with_privacy(mut self, privacy: &Privacy) -> Self {
+        self.privacy = privacy
+            .is_on()
+            .then(|| std::sync::Arc::new(privacy.clone()));
+        self
     }
 
     /// Appends the encoded row to `out`.
     pub fn encode(&self, row: &Row<'_>, line_no: u64, out: &mut Vec<u8>) {
+        let mut private = String::new();
         for (i, column) in columns().iter().enumerate() {
             let tag = i as u32 + 1;
             match column.source {
-                Source::Field(id) => match row.get(id) {
+                Source::Field(id) => match match &self.privacy {
+                    Some(privacy) => {
+                        private.clear();
+                        privacy.apply(id, row.get(id), &mut private)
+                    }
+                    None => row.get(id),
+                } {
                     Value::Null => {}
                     Value::Text(s) | Value::Time(_, s) => put_str(tag, s, out),
                     Value::Int(v) => put_int(tag, v, out),
@@ -50,6 +69,7 @@ impl RowEncoder {
                         out.extend_from_slice(&v.to_le_bytes());
                     }
                     Value::Date(d) => put_int(tag, i64::from(d), out),
+                    Value::Timestamp(micros) => put_int(tag, micros, out),
                 },
                 Source::RequestTime => put_int(tag, row.timestamp_micros(), out),
                 Source::ExtraFields => {

@@ -7,7 +7,7 @@ use gcp_bigquery_client::model::{
 };
 use prost_types::{field_descriptor_proto, DescriptorProto, FieldDescriptorProto};
 
-use crate::cloudfront::fields::{FieldId, FieldKind, LOG_FIELDS};
+use crate::cloudfront::fields::{FieldId, FieldKind, LEGACY_FIELDS, LOG_FIELDS};
 
 /// BigQuery column types we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +80,14 @@ impl ColumnType {
             FieldKind::Text | FieldKind::Encoded(_) => ColumnType::String,
             FieldKind::Int => ColumnType::Int64,
             FieldKind::Float => ColumnType::Float64,
+            FieldKind::EpochMillis | FieldKind::EpochSeconds => ColumnType::Timestamp,
         }
     }
 }
 
-/// All columns, in table order. New CloudFront fields are appended to `LOG_FIELDS`, so
-/// existing tables gain them at the end (the keeper patches older tables).
+/// All columns, in table order: the legacy fields, the extra columns and lineage, then the
+/// fields standard logging v2 added. New fields are appended, so a new table and an older
+/// one patched by the keeper (which adds missing columns at the end) have the same order.
 pub fn columns() -> &'static [Column] {
     static COLUMNS: std::sync::OnceLock<Vec<Column>> = std::sync::OnceLock::new();
     COLUMNS.get_or_init(|| {
@@ -104,7 +106,7 @@ pub fn columns() -> &'static [Column] {
             source: Source::RequestTime,
             description: "date + time of the request, UTC",
         });
-        columns.extend((2..LOG_FIELDS.len()).map(field_column));
+        columns.extend((2..LEGACY_FIELDS).map(field_column));
         columns.extend([
             Column {
                 name: "extra_fields",
@@ -137,6 +139,7 @@ pub fn columns() -> &'static [Column] {
                 description: "when cf2bq wrote the row",
             },
         ]);
+        columns.extend((LEGACY_FIELDS..LOG_FIELDS.len()).map(field_column));
         columns
     })
 }

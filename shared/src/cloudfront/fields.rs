@@ -19,6 +19,10 @@ pub enum FieldKind {
     Int,
     /// A decimal number (seconds with millisecond precision).
     Float,
+    /// A Unix time in milliseconds (`timestamp(ms)` of standard logging v2).
+    EpochMillis,
+    /// A Unix time in seconds with a millisecond fraction (`timestamp` of real-time logs).
+    EpochSeconds,
 }
 
 /// Which decoding rule applies to an encoded field.
@@ -53,9 +57,10 @@ const fn field(log_name: &'static str, column: &'static str, kind: FieldKind) ->
 use Encoding::*;
 use FieldKind::*;
 
-/// Every field of today's 33-field format, in header order, plus none other.
-/// The index of a field in this array is its [`FieldId`].
-pub const LOG_FIELDS: [LogField; 33] = [
+/// Every field of the legacy 33-field format, in header order, then the fields standard
+/// logging v2 added (access-log fields 34 and 35, and the real-time fields v2 can carry).
+/// The index of a field in this array is its [`FieldId`]; new fields are only ever appended.
+pub const LOG_FIELDS: [LogField; 41] = [
     field("date", "log_date", Date),
     field("time", "log_time", Time),
     field("x-edge-location", "x_edge_location", Text),
@@ -97,17 +102,73 @@ pub const LOG_FIELDS: [LogField; 33] = [
     field("sc-content-len", "sc_content_len", Int),
     field("sc-range-start", "sc_range_start", Int),
     field("sc-range-end", "sc_range_end", Int),
+    // Standard logging v2 (2024) and later.
+    field("distribution-tenant-id", "distribution_tenant_id", Text),
+    field("connection-id", "connection_id", Text),
+    field("timestamp(ms)", "timestamp", EpochMillis),
+    field("c-country", "c_country", Text),
+    field("asn", "asn", Int),
+    field("origin-fbl", "origin_fbl", Float),
+    field("origin-lbl", "origin_lbl", Float),
+    field(
+        "cache-behavior-path-pattern",
+        "cache_behavior_path_pattern",
+        Text,
+    ),
 ];
+
+/// How many fields the legacy format has at most: [`LOG_FIELDS`] up to `sc-range-end`.
+pub const LEGACY_FIELDS: usize = 33;
 
 /// Index into [`LOG_FIELDS`].
 pub type FieldId = usize;
 
 pub const DATE: FieldId = 0;
 pub const TIME: FieldId = 1;
+pub const COOKIE: FieldId = 12;
+pub const C_IP: FieldId = 4;
+pub const X_FORWARDED_FOR: FieldId = 19;
+/// `timestamp(ms)`: what dates a row when the file has no `date` and `time`.
+pub const TIMESTAMP: FieldId = 35;
 
 /// Looks a `#Fields` name up in the catalog.
 pub fn field_id(log_name: &str) -> Option<FieldId> {
     LOG_FIELDS.iter().position(|f| f.log_name == log_name)
+}
+
+/// Looks a field name up as any v2 output spells it: the `#Fields` name (`cs(Host)`,
+/// `timestamp(ms)`), the BigQuery column, or the underscored form of the Parquet output and
+/// of JSON (`cs_host`, `timestamp_ms`), in any case. Real-time logs' `timestamp` (seconds
+/// with a fraction) is the same column as `timestamp(ms)`, read with its own kind.
+pub fn lookup(name: &str) -> Option<(FieldId, FieldKind)> {
+    if let Some(id) = field_id(name) {
+        return Some((id, LOG_FIELDS[id].kind));
+    }
+    let wanted = underscored(name);
+    if wanted == "timestamp" {
+        return Some((TIMESTAMP, EpochSeconds));
+    }
+    let id = LOG_FIELDS
+        .iter()
+        .position(|f| underscored(f.log_name) == wanted || f.column == wanted)?;
+    Some((id, LOG_FIELDS[id].kind))
+}
+
+/// `cs(User-Agent)` → `cs_user_agent`: lower case, runs of `-`, `(`, `)`, `_` or spaces
+/// become one `_`, none at either end.
+pub fn underscored(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -124,7 +185,31 @@ mod tests {
         }
         assert_eq!(field_id("date"), Some(DATE));
         assert_eq!(field_id("time"), Some(TIME));
-        assert_eq!(field_id("sc-range-end"), Some(32));
-        assert_eq!(field_id("c-country"), None);
+        assert_eq!(field_id("sc-range-end"), Some(LEGACY_FIELDS - 1));
+        assert_eq!(field_id("timestamp(ms)"), Some(TIMESTAMP));
+        for (id, name) in [(COOKIE, "cs(Cookie)"), (C_IP, "c-ip")] {
+            assert_eq!(LOG_FIELDS[id].log_name, name);
+        }
+        assert_eq!(LOG_FIELDS[X_FORWARDED_FOR].log_name, "x-forwarded-for");
+    }
+
+    #[test]
+    fn names_are_found_hyphenated_underscored_or_as_columns() {
+        let id = |name| lookup(name).map(|(id, _)| LOG_FIELDS[id].column);
+        assert_eq!(id("cs(User-Agent)"), Some("cs_user_agent"));
+        assert_eq!(id("cs_user_agent"), Some("cs_user_agent"));
+        assert_eq!(id("CS_HOST"), Some("cs_host"));
+        assert_eq!(id("x_edge_location"), Some("x_edge_location"));
+        assert_eq!(id("log_date"), Some("log_date"));
+        assert_eq!(id("date"), Some("log_date"));
+        assert_eq!(id("timestamp_ms"), Some("timestamp"));
+        assert_eq!(id("c_country"), Some("c_country"));
+        assert_eq!(
+            id("cache_behavior_path_pattern"),
+            Some("cache_behavior_path_pattern")
+        );
+        assert_eq!(id("x-future-field"), None);
+        assert_eq!(lookup("timestamp(ms)"), Some((TIMESTAMP, EpochMillis)));
+        assert_eq!(lookup("timestamp"), Some((TIMESTAMP, EpochSeconds)));
     }
 }

@@ -4,9 +4,13 @@ pub mod decode;
 pub mod fields;
 #[cfg(test)]
 mod fuzz;
+pub mod json;
+pub mod parquet;
 pub mod parse;
 pub mod reader;
+#[cfg(test)]
+mod v2_tests;
 
-pub use fields::{Encoding, FieldKind, LogField, LOG_FIELDS};
+pub use fields::{Encoding, FieldKind, LogField, LEGACY_FIELDS, LOG_FIELDS};
 pub use parse::{Header, LineError, LineParser, Row, Value};
 pub use reader::{Item, LogReader, ReadError, ReadStats, Rejected, DEFAULT_MAX_LINE_BYTES};

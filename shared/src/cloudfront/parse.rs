@@ -7,7 +7,9 @@ use std::fmt;
 use std::ops::Range;
 
 use super::decode::{decode, Decoded, Scratch};
-use super::fields::{field_id, FieldId, FieldKind, DATE, LOG_FIELDS, TIME};
+use std::fmt::Write as _;
+
+use super::fields::{lookup, FieldId, FieldKind, DATE, LOG_FIELDS, TIME, TIMESTAMP};
 
 /// What each column of a file holds, from its `#Fields` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,41 +17,72 @@ pub struct Header {
     columns: Vec<Column>,
 }
 
+/// One column of a file: a known field read with its kind, or a name kept as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Column {
-    Known(FieldId),
+pub(crate) enum Column {
+    Known(FieldId, FieldKind),
     /// A field this version of cf2bq does not know: kept in `extra_fields`.
     Unknown(String),
 }
 
-/// Why a `#Fields` header cannot drive parsing.
+impl Column {
+    /// The column a field name (hyphenated or underscored) stands for.
+    pub(crate) fn named(name: &str) -> Column {
+        match lookup(name) {
+            Some((id, kind)) => Column::Known(id, kind),
+            None => Column::Unknown(name.to_string()),
+        }
+    }
+
+    fn id(&self) -> Option<FieldId> {
+        match self {
+            Column::Known(id, _) => Some(*id),
+            Column::Unknown(_) => None,
+        }
+    }
+}
+
+/// Why a `#Fields` header (or the fields of a JSON or Parquet object) cannot drive parsing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     #[error("#Fields header lacks the `{0}` field, so rows cannot be dated")]
     MissingField(&'static str),
+    #[error(
+        "the fields include neither `date` and `time` nor `timestamp(ms)` (or `timestamp`), \
+         so rows cannot be dated: add one of them to the log delivery's fields"
+    )]
+    NoTimestamp,
     #[error("#Fields header names `{0}` twice")]
     Duplicate(String),
 }
 
 impl Header {
-    /// Parses the text after `#Fields:`.
+    /// Parses the text after `#Fields:`. Names are runs of name characters, so the names
+    /// may be separated by spaces, TABs or a v2 delivery's own delimiter.
     pub fn parse(fields: &str) -> Result<Header, HeaderError> {
-        let mut columns = Vec::new();
-        for name in fields.split_ascii_whitespace() {
-            let column = match field_id(name) {
-                Some(id) => Column::Known(id),
-                None => Column::Unknown(name.to_string()),
-            };
-            if columns.contains(&column) {
+        let names = fields
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "()-_".contains(c)))
+            .filter(|n| !n.is_empty());
+        Header::from_names(names)
+    }
+
+    /// A header from field names in column order.
+    pub(crate) fn from_names<'n>(
+        names: impl Iterator<Item = &'n str>,
+    ) -> Result<Header, HeaderError> {
+        let mut columns: Vec<Column> = Vec::new();
+        for name in names {
+            let column = Column::named(name);
+            let twice = columns.iter().any(|c| match (&column, c) {
+                (Column::Known(a, _), Column::Known(b, _)) => a == b,
+                (a, b) => a == b,
+            });
+            if twice {
                 return Err(HeaderError::Duplicate(name.to_string()));
             }
             columns.push(column);
         }
-        for (id, name) in [(DATE, "date"), (TIME, "time")] {
-            if !columns.contains(&Column::Known(id)) {
-                return Err(HeaderError::MissingField(name));
-            }
-        }
+        check_dated(columns.iter().filter_map(Column::id))?;
         Ok(Header { columns })
     }
 
@@ -66,8 +99,22 @@ impl Header {
     pub fn unknown_fields(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().filter_map(|c| match c {
             Column::Unknown(name) => Some(name.as_str()),
-            Column::Known(_) => None,
+            Column::Known(..) => None,
         })
+    }
+}
+
+/// Rows are dated by `date` and `time`, or else by `timestamp(ms)` / `timestamp`: fields
+/// with neither cannot be routed to a table.
+pub(crate) fn check_dated(ids: impl Iterator<Item = FieldId> + Clone) -> Result<(), HeaderError> {
+    let has = |wanted| ids.clone().any(|id| id == wanted);
+    if has(TIMESTAMP) || (has(DATE) && has(TIME)) {
+        return Ok(());
+    }
+    match (has(DATE), has(TIME)) {
+        (true, false) => Err(HeaderError::MissingField("time")),
+        (false, true) => Err(HeaderError::MissingField("date")),
+        _ => Err(HeaderError::NoTimestamp),
     }
 }
 
@@ -88,6 +135,8 @@ pub enum LineError {
     },
     #[error("{field} is `-` but every row needs a date and time")]
     MissingTimestamp { field: &'static str },
+    #[error("line is not a JSON object of log fields: {detail}")]
+    BadJson { detail: String },
 }
 
 impl LineError {
@@ -99,6 +148,7 @@ impl LineError {
             LineError::TooLong { .. } => "too_long",
             LineError::BadValue { .. } => "bad_value",
             LineError::MissingTimestamp { .. } => "missing_timestamp",
+            LineError::BadJson { .. } => "bad_json",
         }
     }
 }
@@ -114,6 +164,8 @@ pub enum Value<'a> {
     Date(i32),
     /// Seconds since midnight; the text form is kept for TIME columns.
     Time(u32, &'a str),
+    /// Microseconds since the epoch (UTC).
+    Timestamp(i64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,12 +177,15 @@ enum Slot {
     Float(f64),
     Date(i32),
     Time(u32, Range<usize>),
+    /// A time of day derived from a timestamp, its text in the scratch buffer.
+    ScratchTime(u32, Range<usize>),
+    Timestamp(i64),
 }
 
-/// Parses data lines of one file. Reuse it for every line: its buffers are kept.
+/// The typed fields of the row being built, whatever the format they were read from.
+/// Reused from row to row: its buffers are kept.
 #[derive(Debug)]
-pub struct LineParser {
-    header: Header,
+pub(crate) struct RowBuilder {
     slots: Vec<Slot>,
     scratch: String,
     tmp: Scratch,
@@ -138,22 +193,164 @@ pub struct LineParser {
     extra: String,
     /// JSON object of raw values whose decoding was ambiguous.
     raw: String,
+    /// Whether the row has a `date` or `time` column (else only a timestamp dates it).
+    has_date_time: bool,
+    /// Fields decoded twice, with where their logged text is in the line: `raw` is built
+    /// from them in catalog order, so the same request gives the same JSON in any format.
+    decoded_twice: Vec<(FieldId, Range<usize>)>,
+}
+
+impl Default for RowBuilder {
+    fn default() -> Self {
+        RowBuilder {
+            slots: vec![Slot::Null; LOG_FIELDS.len()],
+            scratch: String::new(),
+            tmp: Scratch::default(),
+            extra: String::new(),
+            raw: String::new(),
+            has_date_time: false,
+            decoded_twice: Vec::new(),
+        }
+    }
+}
+
+impl RowBuilder {
+    pub(crate) fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = Slot::Null);
+        self.scratch.clear();
+        self.extra.clear();
+        self.raw.clear();
+        self.has_date_time = false;
+        self.decoded_twice.clear();
+    }
+
+    /// Reads one field: `text` is `line[offset..]` of the line later given to `finish`.
+    pub(crate) fn put(
+        &mut self,
+        column: &Column,
+        text: &str,
+        offset: usize,
+    ) -> Result<(), LineError> {
+        match column {
+            Column::Known(id, kind) => {
+                self.has_date_time |= *id == DATE || *id == TIME;
+                let (slot, decoded) =
+                    parse_field(*id, *kind, text, offset, &mut self.scratch, &mut self.tmp)?;
+                self.slots[*id] = slot;
+                if decoded == Decoded::TwoLayers {
+                    self.decoded_twice.push((*id, offset..offset + text.len()));
+                }
+            }
+            Column::Unknown(name) => {
+                let value = (text != "-" && !text.is_empty()).then_some(text);
+                push_json_member(&mut self.extra, name, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// An unknown field whose value is null (JSON `null`).
+    pub(crate) fn put_null(&mut self, column: &Column) {
+        if let Column::Unknown(name) = column {
+            push_json_member(&mut self.extra, name, None);
+        }
+    }
+
+    /// The row, dated by its `date` and `time`, or else by its timestamp (which then also
+    /// gives `log_date` and `log_time`).
+    pub(crate) fn finish<'a>(&'a mut self, line: &'a str) -> Result<Row<'a>, LineError> {
+        self.decoded_twice.sort_unstable_by_key(|(id, _)| *id);
+        for (id, range) in &self.decoded_twice {
+            push_json_member(
+                &mut self.raw,
+                LOG_FIELDS[*id].column,
+                Some(&line[range.clone()]),
+            );
+        }
+        for json in [&mut self.extra, &mut self.raw] {
+            if !json.is_empty() {
+                json.push('}');
+            }
+        }
+        let (date, seconds, micros) = match (&self.slots[DATE], &self.slots[TIME]) {
+            (Slot::Date(d), Slot::Time(s, _)) => {
+                let micros = (i64::from(*d) * 86_400 + i64::from(*s)) * 1_000_000;
+                (*d, *s, micros)
+            }
+            (date, _) => {
+                let Slot::Timestamp(micros) = self.slots[TIMESTAMP] else {
+                    let field = match date {
+                        _ if !self.has_date_time => "timestamp(ms)",
+                        Slot::Date(_) => "time",
+                        _ => "date",
+                    };
+                    return Err(LineError::MissingTimestamp { field });
+                };
+                let seconds_total = micros.div_euclid(1_000_000);
+                let date = seconds_total.div_euclid(86_400) as i32;
+                let seconds = seconds_total.rem_euclid(86_400) as u32;
+                self.slots[DATE] = Slot::Date(date);
+                let start = self.scratch.len();
+                let _ = write!(
+                    self.scratch,
+                    "{:02}:{:02}:{:02}",
+                    seconds / 3600,
+                    seconds / 60 % 60,
+                    seconds % 60
+                );
+                self.slots[TIME] = Slot::ScratchTime(seconds, start..self.scratch.len());
+                (date, seconds, micros)
+            }
+        };
+        Ok(Row {
+            line,
+            scratch: &self.scratch,
+            slots: &self.slots,
+            date,
+            seconds,
+            micros,
+            extra: (!self.extra.is_empty()).then_some(self.extra.as_str()),
+            raw: (!self.raw.is_empty()).then_some(self.raw.as_str()),
+        })
+    }
+}
+
+/// The delimiters a v2 delivery may be set to that we recognise, TAB (the default) first.
+const DELIMITERS: [u8; 5] = [b'\t', b' ', b',', b'|', b';'];
+
+/// Parses data lines of one file. Reuse it for every line: its buffers are kept.
+#[derive(Debug)]
+pub struct LineParser {
+    header: Header,
+    builder: RowBuilder,
+    /// The file's field delimiter, found on its first well-formed line.
+    delimiter: Option<u8>,
 }
 
 impl LineParser {
     pub fn new(header: Header) -> LineParser {
         LineParser {
             header,
-            slots: vec![Slot::Null; LOG_FIELDS.len()],
-            scratch: String::new(),
-            tmp: Scratch::default(),
-            extra: String::new(),
-            raw: String::new(),
+            builder: RowBuilder::default(),
+            delimiter: None,
         }
     }
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The delimiter that gives `line` the header's number of columns (a trailing one
+    /// allowed); `None` when none does.
+    fn detect_delimiter(&self, line: &[u8]) -> Option<u8> {
+        let expected = self.header.columns.len();
+        if expected <= 1 {
+            return Some(b'\t');
+        }
+        DELIMITERS.into_iter().find(|&d| {
+            let found = memchr::memchr_iter(d, line).count() + 1;
+            found == expected || (found == expected + 1 && line.last() == Some(&d))
+        })
     }
 
     /// Parses one data line (without its line end).
@@ -162,36 +359,34 @@ impl LineParser {
             offset: e.valid_up_to(),
         })?;
         let line = line.strip_suffix('\r').unwrap_or(line);
-        self.slots.iter_mut().for_each(|s| *s = Slot::Null);
-        self.scratch.clear();
-        self.extra.clear();
-        self.raw.clear();
+        self.builder.clear();
+        let bytes = line.as_bytes();
+        let delimiter = match self.delimiter {
+            Some(d) => d,
+            None => {
+                // No delimiter gives this line the header's columns: it is refused (counted
+                // by TAB, the default), and the next line tries again.
+                let Some(found) = self.detect_delimiter(bytes) else {
+                    return Err(LineError::ColumnCount {
+                        expected: self.header.columns.len(),
+                        found: memchr::memchr_iter(b'\t', bytes).count() + 1,
+                    });
+                };
+                self.delimiter = Some(found);
+                found
+            }
+        };
 
         let expected = self.header.columns.len();
         let mut found = 0;
         let mut start = 0;
-        let bytes = line.as_bytes();
-        // One vectorised pass finds every TAB; the line's end closes the last field.
-        let mut tabs = memchr::memchr_iter(b'\t', bytes);
+        // One vectorised pass finds every delimiter; the line's end closes the last field.
+        let mut delimiters = memchr::memchr_iter(delimiter, bytes);
         loop {
-            let end = tabs.next().unwrap_or(bytes.len());
+            let end = delimiters.next().unwrap_or(bytes.len());
             if found < expected {
-                let column = &self.header.columns[found];
-                let text = &line[start..end];
-                match column {
-                    Column::Known(id) => {
-                        let (slot, decoded) =
-                            parse_field(*id, text, start, &mut self.scratch, &mut self.tmp)?;
-                        self.slots[*id] = slot;
-                        if decoded == Decoded::TwoLayers {
-                            push_json_member(&mut self.raw, LOG_FIELDS[*id].column, Some(text));
-                        }
-                    }
-                    Column::Unknown(name) => {
-                        let value = (text != "-" && !text.is_empty()).then_some(text);
-                        push_json_member(&mut self.extra, name, value);
-                    }
-                }
+                self.builder
+                    .put(&self.header.columns[found], &line[start..end], start)?;
             }
             // Columns beyond the header's are only counted, for the error message.
             found += 1;
@@ -200,33 +395,12 @@ impl LineParser {
             }
             start = end + 1;
         }
-        // One trailing TAB (an empty extra column) is normal in CloudFront files.
-        let trailing_tab = found == expected + 1 && line.ends_with('\t');
-        if found != expected && !trailing_tab {
+        // One trailing delimiter (an empty extra column) is normal in CloudFront files.
+        let trailing = found == expected + 1 && bytes.last() == Some(&delimiter);
+        if found != expected && !trailing {
             return Err(LineError::ColumnCount { expected, found });
         }
-        for json in [&mut self.extra, &mut self.raw] {
-            if !json.is_empty() {
-                json.push('}');
-            }
-        }
-        let date = match self.slots[DATE] {
-            Slot::Date(d) => d,
-            _ => return Err(LineError::MissingTimestamp { field: "date" }),
-        };
-        let seconds = match self.slots[TIME] {
-            Slot::Time(s, _) => s,
-            _ => return Err(LineError::MissingTimestamp { field: "time" }),
-        };
-        Ok(Row {
-            line,
-            scratch: &self.scratch,
-            slots: &self.slots,
-            date,
-            seconds,
-            extra: (!self.extra.is_empty()).then_some(self.extra.as_str()),
-            raw: (!self.raw.is_empty()).then_some(self.raw.as_str()),
-        })
+        self.builder.finish(line)
     }
 }
 
@@ -266,6 +440,7 @@ fn push_json_string(json: &mut String, s: &str) {
 /// Parses one field's text into a slot.
 fn parse_field(
     id: FieldId,
+    kind: FieldKind,
     text: &str,
     offset: usize,
     scratch: &mut String,
@@ -281,7 +456,7 @@ fn parse_field(
         value: text.chars().take(64).collect(),
         expected,
     };
-    let slot = match field.kind {
+    let slot = match kind {
         FieldKind::Text => Slot::Line(range),
         FieldKind::Encoded(encoding) => {
             let start = scratch.len();
@@ -299,6 +474,9 @@ fn parse_field(
             parse_time(text).ok_or_else(|| bad("time (HH:MM:SS)"))?,
             range,
         ),
+        FieldKind::EpochMillis | FieldKind::EpochSeconds => {
+            Slot::Timestamp(parse_epoch(text, kind).ok_or_else(|| bad("Unix time"))?)
+        }
     };
     Ok((slot, Decoded::Unchanged))
 }
@@ -327,6 +505,36 @@ pub fn parse_float(text: &str) -> Option<f64> {
         return None;
     }
     text.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// A Unix time → microseconds since the epoch. `timestamp(ms)` is whole milliseconds;
+/// real-time logs' `timestamp` is seconds with a fraction (`1733788800.123`). A whole number
+/// of 12 or more digits is milliseconds whatever the name (seconds would be past 33658).
+pub fn parse_epoch(text: &str, kind: FieldKind) -> Option<i64> {
+    match text.split_once('.') {
+        Some((whole, fraction)) => {
+            let seconds = parse_int(whole).filter(|s| *s >= 0)?;
+            if fraction.is_empty()
+                || fraction.len() > 6
+                || !fraction.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let micros = fraction.parse::<i64>().ok()? * 10i64.pow(6 - fraction.len() as u32);
+            let micros = seconds.checked_mul(1_000_000)?.checked_add(micros)?;
+            // A fraction on a millisecond count means nothing sensible: reject it.
+            (kind == FieldKind::EpochSeconds).then_some(micros)
+        }
+        None => {
+            let whole = parse_int(text).filter(|v| *v >= 0)?;
+            let millis = kind == FieldKind::EpochMillis || text.len() >= 12;
+            if millis {
+                whole.checked_mul(1_000)
+            } else {
+                whole.checked_mul(1_000_000)
+            }
+        }
+    }
 }
 
 /// `YYYY-MM-DD` → days since 1970-01-01.
@@ -408,6 +616,9 @@ pub struct Row<'a> {
     pub date: i32,
     /// The request's UTC time of day, in seconds.
     pub seconds: u32,
+    /// When the request happened, in microseconds since the epoch: `date` + `time`, or the
+    /// row's timestamp when the file has no `date` and `time`.
+    micros: i64,
     extra: Option<&'a str>,
     raw: Option<&'a str>,
 }
@@ -423,12 +634,14 @@ impl<'a> Row<'a> {
             Slot::Float(v) => Value::Float(*v),
             Slot::Date(d) => Value::Date(*d),
             Slot::Time(s, r) => Value::Time(*s, &self.line[r.clone()]),
+            Slot::ScratchTime(s, r) => Value::Time(*s, &self.scratch[r.clone()]),
+            Slot::Timestamp(v) => Value::Timestamp(*v),
         }
     }
 
     /// The request time as microseconds since the epoch.
     pub fn timestamp_micros(&self) -> i64 {
-        (i64::from(self.date) * 86_400 + i64::from(self.seconds)) * 1_000_000
+        self.micros
     }
 
     /// JSON object of fields this version does not know, if the file has any.
@@ -454,6 +667,19 @@ impl fmt::Display for Value<'_> {
                 write!(f, "{y:04}-{m:02}-{day:02}")
             }
             Value::Time(_, s) => f.write_str(s),
+            Value::Timestamp(micros) => {
+                let seconds = micros.div_euclid(1_000_000);
+                let (y, m, d) = civil_from_days(seconds.div_euclid(86_400) as i32);
+                let s = seconds.rem_euclid(86_400);
+                write!(
+                    f,
+                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+                    s / 3600,
+                    s / 60 % 60,
+                    s % 60,
+                    micros.rem_euclid(1_000_000)
+                )
+            }
         }
     }
 }

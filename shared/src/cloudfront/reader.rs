@@ -5,6 +5,7 @@
 
 use std::io::{self, BufRead};
 
+use super::json::JsonParser;
 use super::parse::{Header, HeaderError, LineError, LineParser, Row};
 
 /// The default cap on one line. Real lines are well under 8 KiB; URLs and cookies can be long.
@@ -27,6 +28,8 @@ pub enum ReadError {
         #[source]
         source: HeaderError,
     },
+    #[error(transparent)]
+    Parquet(#[from] super::parquet::ParquetError),
 }
 
 /// One item of a log stream.
@@ -58,10 +61,18 @@ pub struct ReadStats {
 pub struct LogReader<R> {
     input: R,
     line: Vec<u8>,
-    parser: Option<LineParser>,
+    parser: Option<Parser>,
     line_no: u64,
     max_line_bytes: usize,
     stats: ReadStats,
+}
+
+/// How the data lines of a stream are read: W3C by its `#Fields` header (legacy and v2, any
+/// delimiter), or v2 JSON lines, chosen by the stream's content.
+#[derive(Debug)]
+enum Parser {
+    W3c(LineParser),
+    Json(JsonParser),
 }
 
 enum LineRead {
@@ -111,6 +122,13 @@ impl<R: BufRead> LogReader<R> {
         };
         self.stats.data_lines += 1;
         let line_no = self.line_no;
+        // v2 JSON output has no header: each line is an object that names its fields.
+        if self.parser.is_none() && trim_line_end(&self.line).starts_with(b"{") {
+            let mut json = JsonParser::default();
+            json.check_first_line(trim_line_end(&self.line))
+                .map_err(|source| ReadError::BadHeader { line_no, source })?;
+            self.parser = Some(Parser::Json(json));
+        }
         let Some(parser) = self.parser.as_mut() else {
             return Err(ReadError::NoHeader { line_no });
         };
@@ -127,7 +145,11 @@ impl<R: BufRead> LogReader<R> {
                 raw,
             })));
         }
-        match parser.parse(raw) {
+        let parsed = match parser {
+            Parser::W3c(p) => p.parse(raw),
+            Parser::Json(p) => p.parse(raw),
+        };
+        match parsed {
             Ok(row) => {
                 self.stats.rows += 1;
                 Ok(Some(Item::Row { line_no, row }))
@@ -152,7 +174,7 @@ impl<R: BufRead> LogReader<R> {
                 source,
             })?;
             // A second header (concatenated files) switches the mapping from here on.
-            self.parser = Some(LineParser::new(header));
+            self.parser = Some(Parser::W3c(LineParser::new(header)));
         }
         Ok(())
     }

@@ -143,6 +143,8 @@ pub struct Ingestor {
     spread: Spread,
     /// Tables known to exist, so warm invocations skip the check.
     known_tables: Mutex<HashSet<String>>,
+    /// Applied to every row before it leaves AWS.
+    privacy: crate::privacy::Privacy,
 }
 
 impl Ingestor {
@@ -172,6 +174,7 @@ impl Ingestor {
                 budget: config.max_connections,
             },
             known_tables: Mutex::new(HashSet::new()),
+            privacy: config.privacy.clone(),
         })
     }
 

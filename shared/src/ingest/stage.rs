@@ -25,12 +25,12 @@ use crate::bigquery::encode::RowEncoder;
 use crate::bigquery::{BigQueryError, StreamWriter, TableSpec};
 use crate::event::ObjectRef;
 use crate::fault::fault_point;
+use crate::formats::transform_object;
 use crate::quarantine::{QuarantineTarget, QuarantineWriter};
 use crate::route::DaySpan;
-use crate::source::{self, LogObject, SourceError};
+use crate::source::{self, LogObject, ObjectRanges, SourceError};
 use crate::transform::{
-    transform_gzip_threaded, BatchSink, RejectedLine, Stopped, TransformError, TransformOptions,
-    TransformStats,
+    BatchSink, RejectedLine, Stopped, TransformError, TransformOptions, TransformStats,
 };
 
 /// Batches in flight per object being parsed, between its thread and the writer: bounds memory.
@@ -324,9 +324,10 @@ impl Ingestor {
             max_line_bytes: self.max_line_bytes,
         };
         let uri = object.uri();
+        let encoder = RowEncoder::new(&uri, stamp).with_privacy(&self.privacy);
         let span = tracing::info_span!("object", object = %uri);
         async move {
-            let result = read_object(&s3, &object, &uri, options, stamp, index, tx).await;
+            let result = read_object(&s3, &object, &uri, options, encoder, index, tx).await;
             (index, result)
         }
         .instrument(span)
@@ -412,6 +413,17 @@ impl Ingestor {
                 source,
             }),
             Quarantine::Table { table, rows, bytes } => {
+                // A raw line may hold what the privacy controls remove: it stays in AWS.
+                let withheld;
+                let line = if self.privacy.allows_raw_lines() {
+                    line
+                } else {
+                    withheld = RejectedLine {
+                        raw: crate::privacy::WITHHELD.to_vec(),
+                        ..line.clone()
+                    };
+                    &withheld
+                };
                 let row = crate::quarantine::encode_row(uri, line, stamp);
                 *bytes += row.len();
                 rows.push(row);
@@ -544,7 +556,7 @@ async fn read_object(
     object: &LogObject,
     uri: &str,
     options: TransformOptions,
-    stamp: i64,
+    encoder: RowEncoder,
     index: usize,
     tx: mpsc::Sender<(usize, Produced)>,
 ) -> Result<Read, IngestError> {
@@ -562,13 +574,19 @@ async fn read_object(
     if size == Some(0) {
         return Ok(Read::Nothing(Outcome::Empty));
     }
-    let encoder = RowEncoder::new(uri, stamp);
     let compressed = SyncIoBridge::new(stream);
     let span = tracing::Span::current();
+    // v2 Parquet is read by ranges instead of the stream (crate::formats decides).
+    let (s3, ranged, key) = (s3.clone(), object.clone(), object.uri());
+    let handle = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let mut sink = ChannelSink { tx, index };
-        transform_gzip_threaded(compressed, &options, &encoder, &mut sink)
+        let ranges = || {
+            let _runtime = handle.enter();
+            ObjectRanges::open(&s3, &ranged, size)
+        };
+        transform_object(&key, compressed, ranges, &options, &encoder, &mut sink)
     });
     let transformed = worker.await.map_err(|e| IngestError::Worker {
         object: uri.to_string(),
