@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::decode::{decode, Decoded, Scratch};
 use super::fields::{Encoding, FieldId, FieldKind, DATE, LOG_FIELDS, TIME, TIMESTAMP};
 use super::json::JsonParser;
-use super::parse::{days_from_civil, Header, LineParser, Row, Value};
+use super::parse::{days_from_civil, parse_float, Header, LineParser, Row, Value};
 use super::reader::{Item, LogReader};
 use crate::bigquery::encode::RowEncoder;
 use crate::route::Layout;
@@ -383,6 +383,12 @@ proptest! {
         for input in [&bytes[..], &gz[..]] {
             let _ = transform_gzip(input, &options, &RowEncoder::new("x", 0), &mut Discard);
         }
+    }
+
+    #[test]
+    fn decimals_parse_bit_for_bit_like_the_standard_library(text in "-?[0-9]{0,17}(\\.[0-9]{0,17})?|[0-9.]{0,6}") {
+        let expected = text.parse::<f64>().ok().filter(|v| v.is_finite());
+        prop_assert_eq!(parse_float(&text).map(f64::to_bits), expected.map(f64::to_bits), "{}", text);
     }
 
     #[test]

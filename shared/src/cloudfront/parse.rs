@@ -336,8 +336,24 @@ impl LineParser {
         }
     }
 
+    /// A parser for lines after the one that fixed the file's delimiter (`None`: not
+    /// found yet): what lets lines of one file be parsed in several places at once.
+    pub fn with_delimiter(header: Header, delimiter: Option<u8>) -> LineParser {
+        LineParser {
+            delimiter,
+            ..LineParser::new(header)
+        }
+    }
+
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The delimiter `line` would fix for the file if [`parse`](Self::parse) met it first
+    /// (`None` when it fixes none): valid UTF-8 and the header's column count.
+    pub fn delimiter_of(&self, line: &[u8]) -> Option<u8> {
+        std::str::from_utf8(line).ok()?;
+        self.detect_delimiter(line.strip_suffix(b"\r").unwrap_or(line))
     }
 
     /// The delimiter that gives `line` the header's number of columns (a trailing one
@@ -498,6 +514,9 @@ pub fn parse_int(text: &str) -> Option<i64> {
 
 /// A finite decimal number such as `0.002` (no `inf`, `nan` or exponent tricks).
 pub fn parse_float(text: &str) -> Option<f64> {
+    if let Some(v) = parse_short_decimal(text.as_bytes()) {
+        return Some(v);
+    }
     if !text
         .bytes()
         .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
@@ -535,6 +554,37 @@ pub fn parse_epoch(text: &str, kind: FieldKind) -> Option<i64> {
             }
         }
     }
+}
+
+/// Powers of ten that are exact in an f64.
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common shape `DIGITS[.DIGITS]` with at most 15 digits, the way CloudFront logs
+/// seconds (`0.002`): the digits as an integer and the power of ten are both exact in an
+/// f64, so one division gives the correctly rounded value, bit for bit what `str::parse`
+/// gives (Clinger's fast path), several times faster.
+fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+    if b.is_empty() || b.len() > 16 || !b[0].is_ascii_digit() {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut fraction_digits = None;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => mantissa = mantissa * 10 + u64::from(c - b'0'),
+            b'.' if fraction_digits.is_none() && i + 1 < b.len() => {
+                fraction_digits = Some(b.len() - i - 1)
+            }
+            _ => return None,
+        }
+    }
+    let digits = b.len() - usize::from(fraction_digits.is_some());
+    if digits > 15 {
+        return None;
+    }
+    Some(mantissa as f64 / EXACT_POWERS_OF_TEN[fraction_digits.unwrap_or(0)])
 }
 
 /// `YYYY-MM-DD` → days since 1970-01-01.

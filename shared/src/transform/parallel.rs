@@ -1,0 +1,256 @@
+//! The transform on several cores: one thread gunzips and cuts the text into numbered,
+//! line-aligned chunks ([`split`](super::split)); worker threads parse and encode whole
+//! chunks; the calling thread takes their output back **in stream order** and batches it
+//! exactly as the one-thread path does, so rows, line numbers, rejected lines, batch
+//! boundaries and per-table counts are the same whatever the number of workers.
+//!
+//! Chunks go to workers round-robin and come back the same way, so ordering needs no
+//! reorder buffer and memory stays bounded by the channel depths.
+
+use std::io::{BufReader, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use flate2::bufread::MultiGzDecoder;
+
+use super::split::{Chunk, Mode, Piece, Splitter};
+use super::{
+    BatchSink, Batcher, RejectedLine, TransformError, TransformOptions, TransformStats,
+    COMPRESSED_BUFFER,
+};
+use crate::bigquery::encode::RowEncoder;
+use crate::cloudfront::json::JsonParser;
+use crate::cloudfront::{Header, LineError, LineParser, ReadError, ReadStats};
+
+/// Decompressed bytes per chunk: big enough that hand-offs are rare (about 600 lines), small
+/// enough that the chunks in flight stay a few MiB per object.
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks queued per worker, each way.
+const DEPTH: usize = 2;
+
+/// One chunk parsed and encoded.
+#[derive(Default)]
+struct Parsed {
+    /// Encoded rows with their log dates, in line order.
+    rows: Vec<(i32, Vec<u8>)>,
+    /// Rejected lines, each with the number of rows of this chunk that come before it.
+    rejected: Vec<(usize, RejectedLine)>,
+    /// The stream stops after this chunk's rows and rejected lines.
+    failed: Option<ReadError>,
+    stats: ReadStats,
+    latest: Option<i64>,
+}
+
+/// Gunzips `compressed` and transforms it on `workers` parser threads.
+pub(super) fn transform_gzip_on(
+    compressed: impl Read + Send,
+    options: &TransformOptions,
+    workers: usize,
+    chunk_bytes: usize,
+    encoder: &RowEncoder,
+    sink: &mut impl BatchSink,
+) -> Result<TransformStats, TransformError> {
+    let workers = workers.max(1);
+    std::thread::scope(|scope| {
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * (DEPTH + 2));
+        let mut inputs = Vec::with_capacity(workers);
+        let mut outputs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (chunk_tx, chunk_rx) = sync_channel::<Piece>(DEPTH);
+            let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(DEPTH);
+            inputs.push(chunk_tx);
+            outputs.push(parsed_rx);
+            let spare = spare_tx.clone();
+            std::thread::Builder::new()
+                .name("parse".into())
+                .spawn_scoped(scope, move || {
+                    parse_worker(chunk_rx, parsed_tx, spare, options, encoder)
+                })
+                .expect("spawn a parse thread");
+        }
+        drop(spare_tx);
+        let max_line_bytes = options.max_line_bytes;
+        let splitter = std::thread::Builder::new()
+            .name("gunzip".into())
+            .spawn_scoped(scope, move || {
+                let decoder =
+                    MultiGzDecoder::new(BufReader::with_capacity(COMPRESSED_BUFFER, compressed));
+                let mut splitter =
+                    Splitter::new(decoder, chunk_bytes, max_line_bytes).recycle_from(spare_rx);
+                let mut turn = 0;
+                while let Some(piece) = splitter.next_piece() {
+                    // A closed channel: the consumer stopped early.
+                    if inputs[turn % inputs.len()].send(piece).is_err() {
+                        break;
+                    }
+                    turn += 1;
+                }
+                splitter.bytes()
+            })
+            .expect("spawn the gunzip thread");
+        // On an early return the receivers drop, so the workers and the splitter stop too.
+        let merged = merge(outputs, options, sink);
+        let bytes = splitter.join().expect("the gunzip thread does not panic");
+        merged.map(|mut stats| {
+            stats.read.bytes = bytes;
+            stats
+        })
+    })
+}
+
+fn parse_worker(
+    chunks: Receiver<Piece>,
+    parsed: SyncSender<Parsed>,
+    spare: SyncSender<Vec<u8>>,
+    options: &TransformOptions,
+    encoder: &RowEncoder,
+) {
+    let mut parsers = Parsers::default();
+    for piece in chunks {
+        let out = match piece {
+            Piece::Chunk(chunk) => {
+                let out = parse_chunk(&chunk, &mut parsers, options, encoder);
+                // Full means enough buffers are around already.
+                let _ = spare.try_send(chunk.buf);
+                out
+            }
+            Piece::Failed(e) => Parsed {
+                failed: Some(e),
+                ..Parsed::default()
+            },
+        };
+        if parsed.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// A worker's parsers, kept from chunk to chunk while the mode stays the same.
+#[derive(Default)]
+struct Parsers {
+    w3c: Option<(Arc<Header>, Option<u8>, LineParser)>,
+    json: Option<JsonParser>,
+}
+
+/// Parses and encodes the lines of one chunk, item for item as
+/// [`LogReader::next_item`](crate::cloudfront::LogReader::next_item) would.
+fn parse_chunk(
+    chunk: &Chunk,
+    parsers: &mut Parsers,
+    options: &TransformOptions,
+    encoder: &RowEncoder,
+) -> Parsed {
+    let mut out = Parsed {
+        rows: Vec::with_capacity(chunk.len / 256 + 1),
+        ..Parsed::default()
+    };
+    let text = chunk.text();
+    let max = options.max_line_bytes;
+    let mut line_no = chunk.first_line_no - 1;
+    let mut start = 0;
+    let mut newlines = memchr::memchr_iter(b'\n', text);
+    let mut row_bytes = 512;
+    while start < text.len() {
+        let end = newlines.next().unwrap_or(text.len());
+        let line = &text[start..end];
+        let len = match chunk.cut_line {
+            Some(len) if start == 0 => len,
+            _ => line.len(),
+        };
+        start = end + 1;
+        line_no += 1;
+        let kept = &line[..line.len().min(max)];
+        let kept = kept.strip_suffix(b"\r").unwrap_or(kept);
+        // Blank lines and directives (`#Fields` lines never reach here) are skipped.
+        if kept.is_empty() || kept[0] == b'#' {
+            continue;
+        }
+        out.stats.data_lines += 1;
+        let parsed = match &chunk.mode {
+            Mode::None => {
+                out.failed = Some(ReadError::NoHeader { line_no });
+                return out;
+            }
+            // Refused before it is parsed.
+            _ if len > max => Err(LineError::TooLong { len, limit: max }),
+            Mode::Json => parsers
+                .json
+                .get_or_insert_with(JsonParser::default)
+                .parse(kept),
+            Mode::W3c { header, delimiter } => {
+                let current = parsers
+                    .w3c
+                    .as_ref()
+                    .is_some_and(|(h, d, _)| Arc::ptr_eq(h, header) && *d == *delimiter);
+                if !current {
+                    let parser = LineParser::with_delimiter((**header).clone(), *delimiter);
+                    parsers.w3c = Some((header.clone(), *delimiter, parser));
+                }
+                let (_, _, parser) = parsers.w3c.as_mut().expect("set above");
+                parser.parse(kept)
+            }
+        };
+        match parsed {
+            Ok(row) => {
+                out.stats.rows += 1;
+                out.latest = out.latest.max(Some(row.timestamp_micros()));
+                let mut encoded = Vec::with_capacity(row_bytes);
+                encoder.encode(&row, line_no, &mut encoded);
+                row_bytes = encoded.len() + 64;
+                out.rows.push((row.date, encoded));
+            }
+            Err(error) => {
+                out.stats.rejected += 1;
+                out.rejected.push((
+                    out.rows.len(),
+                    RejectedLine {
+                        line_no,
+                        reason_code: error.code(),
+                        reason: error.to_string(),
+                        raw: kept.to_vec(),
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Takes the workers' output back in stream order into batches.
+fn merge(
+    outputs: Vec<Receiver<Parsed>>,
+    options: &TransformOptions,
+    sink: &mut impl BatchSink,
+) -> Result<TransformStats, TransformError> {
+    let mut batcher = Batcher::default();
+    let mut stats = ReadStats::default();
+    let mut latest: Option<i64> = None;
+    for turn in 0.. {
+        // The worker whose turn it is has closed: the splitter sent nothing more.
+        let Ok(parsed) = outputs[turn % outputs.len()].recv() else {
+            break;
+        };
+        let mut rejected = parsed.rejected.into_iter().peekable();
+        for (i, (date, row)) in parsed.rows.into_iter().enumerate() {
+            while let Some((_, line)) = rejected.next_if(|(before, _)| *before == i) {
+                sink.rejected(line).map_err(|_| TransformError::Stopped)?;
+            }
+            batcher.row(date, row, options, sink)?;
+        }
+        for (_, line) in rejected {
+            sink.rejected(line).map_err(|_| TransformError::Stopped)?;
+        }
+        stats.data_lines += parsed.stats.data_lines;
+        stats.rows += parsed.stats.rows;
+        stats.rejected += parsed.stats.rejected;
+        latest = latest.max(parsed.latest);
+        if let Some(e) = parsed.failed {
+            return Err(e.into());
+        }
+    }
+    batcher.finish(sink)?;
+    Ok(TransformStats {
+        read: stats,
+        latest_request_micros: latest,
+    })
+}
