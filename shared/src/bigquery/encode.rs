@@ -1,15 +1,24 @@
 //! A parsed row → its Storage Write protobuf encoding, written straight into a reused buffer
 //! (no intermediate message structs). Field numbers follow [`super::schema::columns`].
-
-use prost::encoding::{encode_key, encode_varint, WireType};
+//!
+//! This runs once per log line, so it is kept tight: columns and their field numbers are
+//! laid out once per object, varints are written by hand (prost's generic writer goes
+//! through `BufMut` a byte at a time), and the buffer grows at most once per row.
 
 use super::schema::{columns, Source};
 use crate::cloudfront::{Row, Value};
 use crate::privacy::Privacy;
 
+/// Protobuf wire types used here.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+
 /// Encodes rows of one object. Lineage values are fixed per object.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
+    /// Every column's source with its field number, in table order.
+    plan: Vec<(Source, u32)>,
     /// The two per-object columns, encoded once (tag, length and bytes).
     source_object: Vec<u8>,
     ingest_time: Vec<u8>,
@@ -34,6 +43,11 @@ impl RowEncoder {
         );
         put_int(tag_of(Source::IngestTime), ingest_micros, &mut ingest_time);
         RowEncoder {
+            plan: columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.source, i as u32 + 1))
+                .collect(),
             source_object: source_object_field,
             ingest_time,
             privacy: None,
@@ -51,9 +65,8 @@ impl RowEncoder {
     /// Appends the encoded row to `out`.
     pub fn encode(&self, row: &Row<'_>, line_no: u64, out: &mut Vec<u8>) {
         let mut private = String::new();
-        for (i, column) in columns().iter().enumerate() {
-            let tag = i as u32 + 1;
-            match column.source {
+        for &(source, tag) in &self.plan {
+            match source {
                 Source::Field(id) => match match &self.privacy {
                     Some(privacy) => {
                         private.clear();
@@ -65,7 +78,7 @@ impl RowEncoder {
                     Value::Text(s) | Value::Time(_, s) => put_str(tag, s, out),
                     Value::Int(v) => put_int(tag, v, out),
                     Value::Float(v) => {
-                        encode_key(tag, WireType::SixtyFourBit, out);
+                        put_varint(u64::from(tag << 3 | FIXED64), out);
                         out.extend_from_slice(&v.to_le_bytes());
                     }
                     Value::Date(d) => put_int(tag, i64::from(d), out),
@@ -90,14 +103,63 @@ impl RowEncoder {
     }
 }
 
+#[inline]
 pub(crate) fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(s.len() as u64, out);
+    put_varint(u64::from(tag << 3 | LEN), out);
+    put_varint(s.len() as u64, out);
     out.extend_from_slice(s.as_bytes());
 }
 
 /// Varint of the two's-complement value: how protobuf encodes int32 and int64 alike.
+#[inline]
 pub(crate) fn put_int(tag: u32, v: i64, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::Varint, out);
-    encode_varint(v as u64, out);
+    put_varint(u64::from(tag << 3 | VARINT), out);
+    put_varint(v as u64, out);
+}
+
+#[inline]
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_keys_match_prost() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+            (-5i64) as u64,
+        ] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_varint(v, &mut ours);
+            prost::encoding::encode_varint(v, &mut theirs);
+            assert_eq!(ours, theirs, "{v}");
+        }
+        for tag in [1u32, 15, 16, 40, 2047] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_str(tag, "abc", &mut ours);
+            prost::encoding::encode_key(
+                tag,
+                prost::encoding::WireType::LengthDelimited,
+                &mut theirs,
+            );
+            prost::encoding::encode_varint(3, &mut theirs);
+            theirs.extend_from_slice(b"abc");
+            assert_eq!(ours, theirs, "{tag}");
+        }
+    }
 }
