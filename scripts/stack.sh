@@ -190,6 +190,8 @@ cmd_env() {
   e CF2BQ_BQ_DATASET "$CF2BQ_BQ_DATASET"
   e CF2BQ_BQ_REST_URL "${CF2BQ_BQ_REST_URL:-http://127.0.0.1:$CF2BQ_BQ_REST_PORT/bigquery/v2}"
   e CF2BQ_BQ_GRPC_URL "${CF2BQ_BQ_GRPC_URL:-http://127.0.0.1:$CF2BQ_BQ_GRPC_PORT}"
+  # The emulator's Storage Write server does not take gzip-compressed requests.
+  e CF2BQ_GRPC_GZIP "${CF2BQ_GRPC_GZIP:-false}"
   e CF2BQ_BQ_AUTH "${CF2BQ_BQ_AUTH:-none}"
   e CF2BQ_LEDGER_TABLE "$CF2BQ_LEDGER_TABLE"
   e CF2BQ_MOTO_PORT "$CF2BQ_MOTO_PORT"

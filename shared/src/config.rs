@@ -53,6 +53,8 @@ pub struct BigQueryConfig {
     pub dataset: String,
     pub rest_url: String,
     pub grpc_url: String,
+    /// gzip on the Storage Write wire (requests sent compressed, answers accepted so).
+    pub grpc_gzip: bool,
     pub auth: BigQueryAuth,
 }
 
@@ -127,6 +129,7 @@ impl Config {
                     "CF2BQ_BQ_GRPC_URL",
                     "https://bigquerystorage.googleapis.com",
                 ),
+                grpc_gzip: flag(&get, "CF2BQ_GRPC_GZIP")?.unwrap_or(true),
                 auth,
             },
             layout,
@@ -200,6 +203,25 @@ fn privacy(get: &impl Fn(&str) -> Option<String>) -> Result<Privacy, ConfigError
         }
     };
     Ok(Privacy { drop_cookies, ip })
+}
+
+/// An on/off setting: `true`/`false`, `1`/`0`, `on`/`off`.
+fn flag(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<bool>, ConfigError> {
+    let Some(value) = get(name) else {
+        return Ok(None);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" => Ok(Some(true)),
+        "false" | "0" | "off" => Ok(Some(false)),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value,
+            why: "expected true or false".into(),
+        }),
+    }
 }
 
 /// Objects parsed at once: each holds a few MiB of batches in flight, and small objects
@@ -404,6 +426,34 @@ mod tests {
             let error = with(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    #[test]
+    fn grpc_gzip_is_on_by_default_whatever_the_scheme_and_can_be_turned_off() {
+        let base = [
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_BQ_AUTH", "none"),
+            ("CF2BQ_BQ_GRPC_URL", "http://127.0.0.1:9060"),
+        ];
+        assert!(config(&base).unwrap().bigquery.grpc_gzip);
+        for (value, on) in [
+            ("false", false),
+            ("0", false),
+            ("OFF", false),
+            ("true", true),
+        ] {
+            let c = config(&[
+                base[0],
+                base[1],
+                base[2],
+                base[3],
+                ("CF2BQ_GRPC_GZIP", value),
+            ]);
+            assert_eq!(c.unwrap().bigquery.grpc_gzip, on, "{value}");
+        }
+        let err = config(&[base[0], base[1], base[2], ("CF2BQ_GRPC_GZIP", "gzip")]).unwrap_err();
+        assert!(err.to_string().contains("CF2BQ_GRPC_GZIP"), "{err}");
     }
 
     #[test]

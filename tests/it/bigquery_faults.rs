@@ -249,7 +249,13 @@ async fn faulty(h: &Harness, faults: &str, seed: u64) -> (WriteApi, Arc<FaultPla
     let auth = auth::authenticator(&BigQueryAuth::None, &h.aws)
         .await
         .unwrap();
-    let api = WriteApi::with_faults(&h.config.bigquery.grpc_url, auth, plan.clone()).unwrap();
+    let api = WriteApi::with_faults(
+        &h.config.bigquery.grpc_url,
+        h.config.bigquery.grpc_gzip,
+        auth,
+        plan.clone(),
+    )
+    .unwrap();
     (api, plan)
 }
 
@@ -455,7 +461,7 @@ async fn storage_write_calls_to_a_silent_server_end_by_the_deadline() {
     let auth = auth::authenticator(&BigQueryAuth::None, &aws)
         .await
         .unwrap();
-    let api = WriteApi::connect(&url, auth).unwrap();
+    let api = WriteApi::connect(&url, false, auth).unwrap();
     let path = "projects/p/datasets/d/tables/t";
     let left = shared::retry::RESERVE + std::time::Duration::from_secs(2);
     let bound = std::time::Duration::from_secs(20);

@@ -81,6 +81,7 @@ impl MockServer {
             dataset: DATASET.into(),
             rest_url: self.url.clone(),
             grpc_url: "http://127.0.0.1:9".into(),
+            grpc_gzip: false,
             auth: BigQueryAuth::None,
         };
         let aws = aws_config::SdkConfig::builder().build();

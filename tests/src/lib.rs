@@ -12,6 +12,7 @@ use shared::Config;
 
 pub mod bq_mock;
 pub mod google_standin;
+pub mod write_sink;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -221,7 +221,7 @@ impl BigQuery {
             .build_from_authenticator(auth.clone())
             .await
             .map_err(|e| BigQueryError::rest("client", e))?;
-        let write = WriteApi::connect(&config.grpc_url, auth)?;
+        let write = WriteApi::connect(&config.grpc_url, config.grpc_gzip, auth)?;
         Ok(BigQuery {
             rest,
             write,

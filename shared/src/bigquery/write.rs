@@ -81,12 +81,17 @@ fn grpc_error(call: &str, status: Status) -> BigQueryError {
 }
 
 impl WriteApi {
-    /// Sets up a lazily connected channel (`http://` = plaintext, for the emulator).
+    /// Sets up a lazily connected channel (`http://` = plaintext, for the emulator), with
+    /// requests gzip-compressed on the wire when `gzip` (whatever the scheme).
     ///
     /// In fault-injection builds, `CF2BQ_GRPC_FAULTS` and `CF2BQ_FAULT_SEED` add a
     /// [`FaultPlan`] (see there for the syntax).
-    pub fn connect(url: &str, auth: Arc<dyn Authenticator>) -> Result<WriteApi, BigQueryError> {
-        let client = Self::client(url)?;
+    pub fn connect(
+        url: &str,
+        gzip: bool,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<WriteApi, BigQueryError> {
+        let client = Self::client(url, gzip)?;
         #[cfg(feature = "fault-injection")]
         {
             let faults = FaultPlan::from_env().map_err(|message| BigQueryError::Connect {
@@ -112,17 +117,18 @@ impl WriteApi {
     #[cfg(feature = "fault-injection")]
     pub fn with_faults(
         url: &str,
+        gzip: bool,
         auth: Arc<dyn Authenticator>,
         faults: Arc<FaultPlan>,
     ) -> Result<WriteApi, BigQueryError> {
         Ok(WriteApi {
-            client: Self::client(url)?,
+            client: Self::client(url, gzip)?,
             auth,
             faults: Some(faults),
         })
     }
 
-    fn client(url: &str) -> Result<BigQueryWriteClient<Channel>, BigQueryError> {
+    fn client(url: &str, gzip: bool) -> Result<BigQueryWriteClient<Channel>, BigQueryError> {
         let connect_error = |message: String| BigQueryError::Connect {
             url: url.to_string(),
             message,
@@ -140,8 +146,9 @@ impl WriteApi {
         let mut client = BigQueryWriteClient::new(endpoint.connect_lazy())
             .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
             .max_decoding_message_size(2 * MAX_REQUEST_BYTES);
-        if url.starts_with("https://") {
-            // Log rows compress several-fold; the emulator does not take gzip.
+        if gzip {
+            // Log rows compress several-fold, and bytes leaving AWS are billed as egress.
+            // (The local emulator does not take gzip: the stack turns it off.)
             client = client
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
