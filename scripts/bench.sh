@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# `make bench`: the ingest transform against zcat and a plain Python reference, on one
-# deterministic ~1 GiB CloudFront log object, then end-to-end into the local BigQuery emulator.
-# A benchmark, not a test: it reports, it never fails on timing. See bench/README.md.
+# `make bench`: the ingest transform against zcat, zlib-rs inflate alone and a plain Python
+# reference, on one deterministic ~1 GiB CloudFront log object, with 1 and all parser threads;
+# then end-to-end: the object from S3 (moto) through `cf2bq ingest` into a local Storage Write
+# sink that counts the bytes on the wire. A benchmark, not a test: it reports, it never fails
+# on timing. See bench/README.md.
 #
 # Knobs (environment):
 #   BENCH_SIZE_MIB=1024      uncompressed size of the benchmark object
 #   BENCH_SEED=1             generator seed (object is reused while seed and size are the same)
 #   BENCH_REPEAT=1           runs of zcat and cf2bq each, the fastest is reported (Python: 1 run)
 #   BENCH_E2E=1              0 skips the end-to-end part
-#   BENCH_E2E_SIZE_MIB=64    object size for the end-to-end part (the emulator does ~8k rows/s)
+#   BENCH_E2E_SIZE_MIB=BENCH_SIZE_MIB  object size for the end-to-end part
 #   BENCH_CF2BQ=target/release/cf2bq   the binary under test
-#   BENCH_BUILD=1            0 skips `cargo build --release -p cf2bq --bin cf2bq`
+#   BENCH_SINK=target/debug/write-sink   the local Storage Write sink (tests crate, dev profile
+#                            as `make test` builds it: its hot dependencies are optimised)
+#   BENCH_BUILD=1            0 skips building both (release)
 #   BENCH_PYTHON=python3     interpreter for the Python reference
 #   BENCH_RSS_METHOD=auto    `rusage` forces bench/measure.py's fallback (see there)
 # Output: a table on stdout, everything in .bench/results.json; logs in .bench/logs/.
@@ -21,8 +25,9 @@ SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 SEED=${BENCH_SEED:-1}
 REPEAT=${BENCH_REPEAT:-1}
 E2E=${BENCH_E2E:-1}
-E2E_SIZE_MIB=${BENCH_E2E_SIZE_MIB:-64}
+E2E_SIZE_MIB=${BENCH_E2E_SIZE_MIB:-$SIZE_MIB}
 CF2BQ=${BENCH_CF2BQ:-target/release/cf2bq}
+SINK=${BENCH_SINK:-target/debug/write-sink}
 BUILD=${BENCH_BUILD:-1}
 CARGO=${CARGO:-cargo}
 
@@ -56,6 +61,12 @@ if [[ $BUILD == 1 ]]; then
   # workspace member, and the tests crate turns on shared's debug-only fault-injection.
   step "building $CF2BQ (cargo build --release -p cf2bq --bin cf2bq)"
   "$CARGO" build --release --quiet -p cf2bq --bin cf2bq
+  # Separately: the tests crate turns on shared's fault-injection, which must stay out of
+  # the binary under test. The dev profile shares what `make test` has built already.
+  if [[ $E2E == 1 ]]; then
+    step "building $SINK (cargo build -p cf2bq-tests --bin write-sink)"
+    "$CARGO" build --quiet -p cf2bq-tests --bin write-sink
+  fi
 fi
 [[ -x $CF2BQ ]] || die "$CF2BQ not found (build it, or set BENCH_CF2BQ)"
 
@@ -113,25 +124,34 @@ run_tool() {
   measure "$@" >"$RUN/$name.json" 2>>"$log"
 }
 
+# Side by side in each round, so a neighbour's load shifts them alike.
 for i in $(seq "$REPEAT"); do
   step "zcat > /dev/null (run $i/$REPEAT)"
   run_tool "zcat.$i" "$LOGS/zcat.log" --stdout /dev/null -- zcat "$FILE"
-  step "cf2bq bench transform (run $i/$REPEAT)"
+  step "zlib-rs inflate alone: cf2bq bench transform --inflate-only (run $i/$REPEAT)"
+  run_tool "inflate.$i" "$LOGS/inflate.log" -- "$CF2BQ" bench transform --inflate-only "$FILE"
+  step "cf2bq bench transform --workers 1 (run $i/$REPEAT)"
+  run_tool "cf2bq1.$i" "$LOGS/cf2bq-transform-1.log" -- "$CF2BQ" bench transform --workers 1 "$FILE"
+  step "cf2bq bench transform, one parser thread per core (run $i/$REPEAT)"
   run_tool "cf2bq.$i" "$LOGS/cf2bq-transform.log" -- "$CF2BQ" bench transform "$FILE"
 done
 step "Python reference (bench/reference.py, one run)"
 run_tool python.1 "$LOGS/python.log" -- "$PY" bench/reference.py "$FILE"
 
-# ---- end-to-end into the local emulator (information only) ----
+# ---- end-to-end: S3 (moto) → cf2bq ingest → the local Storage Write sink ----
 e2e_skip() { echo "$*" >"$RUN/e2e_skipped.txt"; say "end-to-end skipped: $*"; }
 STARTED_STACK=0
-stop_stack() { if [[ $STARTED_STACK == 1 ]]; then step "stopping the local stack (started here)"; scripts/stack.sh down || true; fi; }
+SINK_PID=
+stop_sink() { if [[ -n $SINK_PID ]]; then kill -TERM "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=; fi; }
+stop_stack() { stop_sink; if [[ $STARTED_STACK == 1 ]]; then step "stopping the local stack (started here)"; scripts/stack.sh down || true; fi; }
 trap stop_stack EXIT
 
 if [[ $E2E != 1 ]]; then
   e2e_skip "BENCH_E2E=$E2E"
+elif [[ ! -x $SINK ]]; then
+  e2e_skip "$SINK not found (build it, or set BENCH_SINK)"
 else
-  step "end-to-end: ${E2E_SIZE_MIB} MiB object → cf2bq ingest → local BigQuery emulator"
+  step "end-to-end: ${E2E_SIZE_MIB} MiB object in S3 (moto) → cf2bq ingest → local Storage Write sink"
   E2E_FILE=$(gen_object "$E2E_SIZE_MIB")
   status=$(scripts/stack.sh status 2>&1 || true)
   if grep -q '^moto: running' <<<"$status" && grep -q '^bqemulator: running' <<<"$status"; then
@@ -145,16 +165,35 @@ else
     fi
   fi
   if [[ ! -e $RUN/e2e_skipped.txt ]]; then
+    # The sink answers Storage Write calls; tables are still created in the emulator (REST).
+    "$SINK" --stats "$RUN/sink.json" >"$RUN/sink.out" 2>>"$LOGS/sink.log" &
+    SINK_PID=$!
+    for _ in $(seq 100); do grep -q '^listening on ' "$RUN/sink.out" 2>/dev/null && break; sleep 0.1; done
+    SINK_URL=$(sed -n 's/^listening on //p' "$RUN/sink.out")
+    if [[ -z $SINK_URL ]]; then
+      e2e_skip "the local Storage Write sink did not start (see $LOGS/sink.log)"
     # A subshell: the stack's environment (and the fresh dataset) stays out of the rest.
-    if ! (
+    elif ! (
       eval "$(scripts/stack.sh env)"
       export CF2BQ_BQ_DATASET=bench_$(date +%s)
+      export CF2BQ_BQ_GRPC_URL=$SINK_URL CF2BQ_GRPC_GZIP=${CF2BQ_GRPC_GZIP_BENCH:-true}
       echo "$CF2BQ_BQ_DATASET" >"$RUN/e2e_dataset.txt"
       .venv/bin/python scripts/stack_bootstrap.py dataset >>"$LOGS/stack.log" 2>&1
-      run_tool e2e "$LOGS/e2e-ingest.log" -- "$CF2BQ" ingest --json "$E2E_FILE"
+      bucket=bench-$(date +%s) key=cf/$(basename "$E2E_FILE")
+      say "uploading $(du -h "$E2E_FILE" | cut -f1) to s3://$bucket/$key (moto)"
+      .venv/bin/python - "$bucket" "$key" "$E2E_FILE" <<'PY' >>"$LOGS/stack.log" 2>&1
+import os, sys, boto3
+bucket, key, path = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+s3.create_bucket(Bucket=bucket)
+s3.upload_file(path, bucket, key)
+PY
+      echo "s3://$bucket/$key" >"$RUN/e2e_object.txt"
+      run_tool e2e "$LOGS/e2e-ingest.log" -- "$CF2BQ" ingest --json "s3://$bucket/$key"
     ); then
-      e2e_skip "could not create the dataset or run cf2bq ingest (see $LOGS/)"
+      e2e_skip "could not upload the object or run cf2bq ingest (see $LOGS/)"
     fi
+    stop_sink
     echo "$E2E_FILE" >"$RUN/e2e_file.txt"
   fi
 fi

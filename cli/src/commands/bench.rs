@@ -6,7 +6,8 @@ use shared::bigquery::encode::RowEncoder;
 use shared::bigquery::write::append_request;
 use shared::route::Layout;
 use shared::transform::{
-    transform_gzip, transform_gzip_threaded, BatchSink, RejectedLine, Stopped, TransformOptions,
+    default_workers, transform_gzip, transform_gzip_parallel, BatchSink, RejectedLine, Stopped,
+    TransformOptions,
 };
 
 use super::CliResult;
@@ -24,9 +25,15 @@ enum What {
     Transform {
         /// A local CloudFront log object (`.gz`), e.g. one written by `cf2bq gen --out`.
         file: std::path::PathBuf,
-        /// Gunzip and parse on one thread (default: a gunzip thread feeding the parser).
-        #[arg(long)]
+        /// Gunzip and parse on one thread, line by line (the reference path).
+        #[arg(long, conflicts_with_all = ["workers", "inflate_only"])]
         single_thread: bool,
+        /// Parser threads beside the gunzip thread (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Only gunzip (zlib-rs, as the transform does), to /dev/null: the practical limit.
+        #[arg(long, conflicts_with = "workers")]
+        inflate_only: bool,
     },
 }
 
@@ -61,6 +68,8 @@ pub async fn run(args: Args) -> CliResult {
     let What::Transform {
         file,
         single_thread,
+        workers,
+        inflate_only,
     } = args.what;
     let options = TransformOptions {
         layout: Layout::Sharded {
@@ -75,12 +84,16 @@ pub async fn run(args: Args) -> CliResult {
     );
     let input =
         std::fs::File::open(&file).map_err(|e| format!("opening {}: {e}", file.display()))?;
+    if inflate_only {
+        return inflate(input);
+    }
     let mut sink = EncodingSink::default();
     let started = Instant::now();
+    let workers = workers.unwrap_or_else(default_workers).max(1);
     let stats = if single_thread {
         transform_gzip(input, &options, &encoder, &mut sink)?
     } else {
-        transform_gzip_threaded(input, &options, &encoder, &mut sink)?
+        transform_gzip_parallel(input, &options, workers, &encoder, &mut sink)?
     };
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -91,7 +104,22 @@ pub async fn run(args: Args) -> CliResult {
             "rejected": sink.rejected,
             "requests": sink.requests,
             "request_bytes": sink.request_bytes,
+            "workers": if single_thread { 0 } else { workers },
             "seconds": seconds,
+        })
+    );
+    Ok(0)
+}
+
+/// Gunzips with the transform's own decoder and drops the text.
+fn inflate(input: std::fs::File) -> CliResult {
+    let started = Instant::now();
+    let bytes = shared::transform::inflate_only(input).map_err(|e| format!("gunzip: {e}"))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "uncompressed_bytes": bytes,
+            "seconds": started.elapsed().as_secs_f64(),
         })
     );
     Ok(0)
