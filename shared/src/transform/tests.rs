@@ -285,20 +285,35 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"#Fields: time date x-future".to_vec()),
         1 => Just(b"#Fields: date date".to_vec()),
         1 => Just(b"#Version: 1.0".to_vec()),
+        // v2: other delimiters, fixed by a file's first well-formed line, and JSON lines.
+        2 => Just(b"2026-11-20,10:00:00,/x,200".to_vec()),
+        1 => Just(b"2026-11-20|10:00:00|/x|200|".to_vec()),
+        1 => Just(br#"{"date":"2026-11-20","time":"10:00:00","cs-uri-stem":"/j"}"#.to_vec()),
+        1 => Just(br#"{"cs-uri-stem":"/no-date"}"#.to_vec()),
         1 => Just(Vec::new()),
         2 => proptest::collection::vec(prop_oneof![Just(b'\t'), Just(b'a'), Just(b'\r'), any::<u8>()], 0..120),
     ];
-    (proptest::collection::vec(line, 0..60), any::<bool>()).prop_map(|(lines, last_newline)| {
-        let mut text = b"#Fields: date time cs-uri-stem sc-status\n".to_vec();
-        for l in lines {
-            text.extend(l);
-            text.push(b'\n');
-        }
-        if !last_newline {
-            text.pop();
-        }
-        text
-    })
+    (
+        proptest::collection::vec(line, 0..60),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(lines, last_newline, header)| {
+            // Without a header first, a JSON first line makes the stream JSON lines.
+            let mut text = if header {
+                b"#Fields: date time cs-uri-stem sc-status\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            for l in lines {
+                text.extend(l);
+                text.push(b'\n');
+            }
+            if !last_newline {
+                text.pop();
+            }
+            text
+        })
 }
 
 proptest! {
