@@ -30,9 +30,11 @@ echo "bucket s3://$DEMO_BUCKET → $DEMO_QUEUE_URL (DLQ $DEMO_DLQ_URL)"
 
 step "generating CloudFront logs over 3 UTC dates (with late lines from the day before)"
 manifest=.stack/demo-manifest-$run.json
-# The last three UTC days, so the keeper's look-back below sees live-looking data.
-cf2bq gen --bucket "$DEMO_BUCKET" --prefix cloudfront/ --objects 18 --lines 2000 \
+# The last three UTC days, so the keeper's look-back below sees live-looking data. 17 legacy
+# objects and one standard logging v2 Parquet object (Hive-style key), loaded side by side.
+cf2bq gen --bucket "$DEMO_BUCKET" --prefix cloudfront/ --objects 18 --v2-parquet 1 --lines 2000 \
     --days 3 --start-date "$(date -u -d '2 days ago' +%F)" --late-percent 5 --seed "$run" --manifest "$manifest"
+grep -o '"key": *"[^"]*\.parquet"' "$manifest" | sed 's/^/v2 Parquet object: /'
 
 step "running the ingest handler on the queue's messages"
 ingest --poll-queue "$DEMO_QUEUE_URL"

@@ -36,8 +36,10 @@ s3.put_bucket_notification_configuration(
             {
                 "QueueArn": queue_arn,
                 "Events": ["s3:ObjectCreated:*"],
-                "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".gz"}]}},
+                "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
             }
+            # Legacy and v2 text logs, and v2 Parquet (as infra/cf2bq.yaml wires them).
+            for suffix in (".gz", ".parquet")
         ]
     },
 )

@@ -152,6 +152,47 @@ pub fn write_object(
     Ok(manifest)
 }
 
+/// Object `index` as standard logging v2 would deliver it in Parquet: the same rows as
+/// [`write_object`] writes, under a Hive-style key
+/// (`<prefix><dist>/…` → `<prefix>distributionid=<dist>/year=…/month=…/day=…/hour=…/<dist>.<id>.parquet`),
+/// columns named as AWS documents them. Returns its manifest and bytes.
+pub fn write_v2_parquet_object(
+    options: &GenOptions,
+    index: usize,
+) -> io::Result<(ObjectManifest, Vec<u8>)> {
+    use std::io::Read;
+    let mut gz = Vec::new();
+    let mut manifest = write_object(options, index, &mut gz)?;
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text)?;
+    let rows: Vec<Vec<Option<String>>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.split('\t')
+                .map(|v| (v != "-").then(|| v.to_string()))
+                .collect()
+        })
+        .collect();
+    let names: Vec<String> = LOG_FIELDS[..LEGACY_FIELDS]
+        .iter()
+        .map(|f| crate::cloudfront::fields::underscored(f.log_name))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let body =
+        crate::cloudfront::parquet::write_parquet(&names, &rows, 1000).map_err(io::Error::other)?;
+    let (_, date, hour) = object_key(options, index);
+    let (y, m, d) = crate::cloudfront::parse::civil_from_days(date);
+    let unique = format!("{:08x}", splitmix(options.seed ^ index as u64) as u32);
+    let dist = &options.distribution;
+    manifest.key = format!(
+        "{}distributionid={dist}/year={y:04}/month={m:02}/day={d:02}/hour={hour:02}/{dist}.{unique}.parquet",
+        options.prefix
+    );
+    manifest.uncompressed_bytes = body.len() as u64;
+    Ok((manifest, body))
+}
+
 /// Generates every object of `options` into an S3 bucket; returns what was generated.
 pub async fn upload(
     s3: &aws_sdk_s3::Client,
@@ -407,6 +448,56 @@ mod tests {
         // Three dates of objects plus late lines spilling into the day before the first.
         assert_eq!(expected.len(), 4, "{expected:?}");
         assert_eq!(manifest.total_rows, 3000);
+    }
+
+    #[test]
+    fn v2_parquet_objects_hold_the_same_rows_under_a_hive_key() {
+        let options = GenOptions {
+            lines_per_object: 300,
+            late_percent: 20,
+            prefix: "cf/".into(),
+            ..Default::default()
+        };
+        let transform = TransformOptions {
+            layout: Layout::Sharded {
+                prefix: "t_".into(),
+            },
+            batch_bytes: 64 * 1024,
+            max_line_bytes: 64 * 1024,
+        };
+        let mut gz = Vec::new();
+        let legacy = write_object(&options, 4, &mut gz).unwrap();
+        let mut text = Counter::default();
+        transform_gzip(&gz[..], &transform, &RowEncoder::new("x", 0), &mut text).unwrap();
+
+        let (manifest, body) = write_v2_parquet_object(&options, 4).unwrap();
+        assert_eq!(
+            crate::replay::key_date(&manifest.key),
+            crate::replay::key_date(&legacy.key)
+        );
+        assert!(
+            manifest
+                .key
+                .starts_with("cf/distributionid=E2QWRUHAPOMQZL/year=2026/month=11/"),
+            "{}",
+            manifest.key
+        );
+        assert_eq!(manifest.rows_per_date, legacy.rows_per_date);
+        let mut parquet = Counter::default();
+        let stats = crate::formats::transform_parquet(
+            bytes::Bytes::from(body),
+            &transform,
+            &RowEncoder::new("x", 0),
+            &mut parquet,
+        )
+        .unwrap();
+        assert_eq!(stats.read.rows, 300);
+        assert!(
+            parquet.rejected.is_empty(),
+            "{:?}",
+            parquet.rejected.first()
+        );
+        assert_eq!(parquet.rows, text.rows);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-use shared::generate::{object_key, upload_with_progress, write_object, GenOptions, Manifest};
+use shared::generate::{
+    object_key, upload_with_progress, write_object, write_v2_parquet_object, GenOptions, Manifest,
+};
 use shared::route::IsoDate;
 
 use super::CliResult;
@@ -41,15 +43,19 @@ pub struct Args {
     /// CloudFront distribution id in the key names.
     #[arg(long, default_value = "E2QWRUHAPOMQZL")]
     distribution: String,
+    /// The last N objects as standard logging v2 Parquet (the same rows, Hive-style keys).
+    #[arg(long, default_value_t = 0)]
+    v2_parquet: usize,
     /// Write the manifest (rows per date and per object) to this JSON file.
     #[arg(long)]
     manifest: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> CliResult {
+    let parquet_objects = args.v2_parquet.min(args.objects);
     let options = GenOptions {
         seed: args.seed,
-        objects: args.objects,
+        objects: args.objects - parquet_objects,
         lines_per_object: args.lines,
         bytes_per_object: args.size_mib.map(|m| m << 20),
         first_date: args.start_date.0,
@@ -58,11 +64,31 @@ pub async fn run(args: Args) -> CliResult {
         distribution: args.distribution.clone(),
         prefix: args.prefix.clone(),
     };
-    let bar = progress::counter(options.objects as u64, "objects generated");
+    let bar = progress::counter(args.objects as u64, "objects generated");
     let manifest = match (&args.out, &args.bucket) {
         (_, Some(bucket)) => {
             let s3 = shared::aws::s3(&shared::aws::load().await);
-            upload_with_progress(&s3, bucket, &options, |n| bar.set_position(n)).await?
+            let mut manifest =
+                upload_with_progress(&s3, bucket, &options, |n| bar.set_position(n)).await?;
+            for index in options.objects..options.objects + parquet_objects {
+                let (object, body) = write_v2_parquet_object(&options, index)?;
+                s3.put_object()
+                    .bucket(bucket)
+                    .key(&object.key)
+                    .body(body.into())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "uploading s3://{bucket}/{}: {}",
+                            object.key,
+                            shared::bigquery::auth::aws_error(&e)
+                        )
+                    })?;
+                manifest.add(object);
+                bar.inc(1);
+            }
+            manifest
         }
         (Some(dir), None) => {
             let mut manifest = Manifest::default();
@@ -79,6 +105,18 @@ pub async fn run(args: Args) -> CliResult {
                     index,
                     std::io::BufWriter::new(file),
                 )?);
+                bar.inc(1);
+            }
+            for index in options.objects..options.objects + parquet_objects {
+                let (object, body) = write_v2_parquet_object(&options, index)?;
+                let path = dir.join(&object.key);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                }
+                std::fs::write(&path, body)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                manifest.add(object);
                 bar.inc(1);
             }
             manifest
