@@ -232,9 +232,11 @@ const DEFAULT_PARALLEL_OBJECTS: usize = 4;
 /// pays for its CreateWriteStream call. Small objects never reach it.
 const DEFAULT_STREAM_SPREAD_BYTES: u64 = 32 << 20;
 
-/// Eight connections per invocation: a large object loads several times faster, and 100
-/// concurrent invocations hold at most 800 of a region's ~1,000.
-const DEFAULT_MAX_CONNECTIONS: usize = 8;
+/// Two connections per invocation: a large object loads about twice as fast, its streams
+/// share one connection's window of requests in flight (each request is up to 2 MiB, kept
+/// until acknowledged), so memory stays flat; 500 concurrent invocations stay within a
+/// region's ~1,000 connections. More connections buy speed with memory.
+const DEFAULT_MAX_CONNECTIONS: usize = 2;
 
 const CREDENTIAL_CONFIG: &str = "CF2BQ_GCP_CREDENTIAL_CONFIG";
 

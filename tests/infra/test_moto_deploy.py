@@ -490,8 +490,8 @@ class MotoStack(unittest.TestCase):
             "CF2BQ_PARTITIONED_TABLE": "cloudfront_logs",
             "CF2BQ_LEDGER_TABLE": ledger,
             "CF2BQ_LEASE_SECONDS": str(INGEST_TIMEOUT),
-            # A large object's rows spread over at most 8 Storage Write connections.
-            "CF2BQ_MAX_CONNECTIONS": "8",
+            # A large object's rows spread over at most 2 Storage Write connections.
+            "CF2BQ_MAX_CONNECTIONS": "2",
             "CF2BQ_QUARANTINE": f"s3://{CTX['log_bucket']}/quarantine/",
             "CF2BQ_LOG_FORMAT": "json",
         }

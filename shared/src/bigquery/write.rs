@@ -335,6 +335,7 @@ impl WriteApi {
             next_offset: 0,
             rows: 0,
             acknowledged: 0,
+            window: MAX_IN_FLIGHT,
         }
     }
 
@@ -614,6 +615,8 @@ pub struct StreamWriter {
     rows: i64,
     /// Acknowledgements received (progress, which resets the reconnection backoff).
     acknowledged: u64,
+    /// Requests kept in flight (fewer when the table's rows are spread over several writers).
+    window: usize,
 }
 
 impl StreamWriter {
@@ -637,7 +640,13 @@ impl StreamWriter {
         });
         self.next_offset += count;
         self.rows += count;
-        self.settle(MAX_IN_FLIGHT).await
+        self.settle(self.window).await
+    }
+
+    /// This writer is one of `writers` for its table: they share one writer's window, so a
+    /// table spread over several streams holds no more requests (and memory) in flight.
+    pub fn share_window(&mut self, writers: usize) {
+        self.window = (MAX_IN_FLIGHT / writers.max(1)).max(1);
     }
 
     /// Waits for every acknowledgement and closes the connection; returns the row count.

@@ -83,6 +83,10 @@ impl RoundStreams {
         // The new stream takes the next append.
         streams.next = streams.writers.len();
         streams.writers.push(writer);
+        let count = streams.writers.len();
+        for writer in &mut streams.writers {
+            writer.share_window(count);
+        }
     }
 
     /// Appends a batch of encoded rows to the table's next stream in turn. The table must
