@@ -36,7 +36,7 @@ fn lines(date: &str, n: usize) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the arm64 build and qemu: `make test-deploy` runs it (CI too)"]
+#[ignore = "needs the arm64 build and qemu: `make test-deploy` runs it"]
 async fn the_arm64_bootstrap_answers_an_sqs_event_through_the_runtime_api() {
     let bootstrap = required_env("CF2BQ_ARM64_BOOTSTRAP");
     let qemu = required_env("CF2BQ_QEMU_AARCH64");

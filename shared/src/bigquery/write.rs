@@ -643,10 +643,13 @@ impl StreamWriter {
         self.settle(self.window).await
     }
 
-    /// This writer is one of `writers` for its table: they share one writer's window, so a
-    /// table spread over several streams holds no more requests (and memory) in flight.
+    /// This writer is one of `writers` for its table: they share one writer's unacknowledged
+    /// requests (`MAX_IN_FLIGHT + 1`, each up to 2 MiB and kept for resending), so a table
+    /// spread over two streams holds no more memory than one; past that, one each.
     pub fn share_window(&mut self, writers: usize) {
-        self.window = (MAX_IN_FLIGHT / writers.max(1)).max(1);
+        self.window = ((MAX_IN_FLIGHT + 1) / writers.max(1))
+            .saturating_sub(1)
+            .max(1);
     }
 
     /// Waits for every acknowledgement and closes the connection; returns the row count.

@@ -172,7 +172,10 @@ impl Ingestor {
         };
 
         // Read and parse up to `parallel_objects` at once; batches come back tagged.
-        let parallel = self.parallel_objects.max(1);
+        // Channel slots for the objects actually read at once: each slot can hold a whole
+        // request's worth of rows, so a lone large object gets no idle ones.
+        let readable = objects.len().saturating_sub(failed.len());
+        let parallel = self.parallel_objects.min(readable).max(1);
         let (tx, mut rx) = mpsc::channel::<(usize, Produced)>(CHANNEL_DEPTH * parallel);
         let mut tx = Some(tx);
         let mut to_read = (0..objects.len()).filter(|i| !failed.contains_key(i));
