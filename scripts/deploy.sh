@@ -105,6 +105,7 @@ add V2DeliveryDistributionId V2_DISTRIBUTION_ID
 add V2DeliveryFormat V2_FORMAT
 add V2DeliveryHivePaths V2_HIVE_PATHS
 add V2DeliveryFields V2_FIELDS
+add PlainFields PLAIN_FIELDS
 add CreateAheadDays CREATE_AHEAD_DAYS
 add LookbackDays LOOKBACK_DAYS
 add StaleHours STALE_HOURS

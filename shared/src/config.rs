@@ -3,6 +3,7 @@
 use std::env;
 use std::time::Duration;
 
+use crate::cloudfront::Header;
 use crate::privacy::{IpPrivacy, Privacy};
 use crate::route::Layout;
 
@@ -90,6 +91,9 @@ pub struct Config {
     pub poll_invocation: Duration,
     /// What is removed from rows before they leave AWS.
     pub privacy: Privacy,
+    /// The fields of a v2 plain delivery, in order (`CF2BQ_PLAIN_FIELDS`): plain objects
+    /// carry no header, so without them such an object is refused.
+    pub plain_fields: Option<Header>,
 }
 
 impl Config {
@@ -162,6 +166,7 @@ impl Config {
                 number(&get, "CF2BQ_POLL_INVOCATION_SECONDS")?.unwrap_or(900),
             ),
             privacy: privacy(&get)?,
+            plain_fields: plain_fields(&get)?,
         })
     }
 }
@@ -203,6 +208,21 @@ fn privacy(get: &impl Fn(&str) -> Option<String>) -> Result<Privacy, ConfigError
         }
     };
     Ok(Privacy { drop_cookies, ip })
+}
+
+/// `CF2BQ_PLAIN_FIELDS`: the delivery's field list (commas, spaces or TABs between names),
+/// checked now so a list that cannot date rows fails at start-up, not on every object.
+fn plain_fields(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Header>, ConfigError> {
+    const NAME: &str = "CF2BQ_PLAIN_FIELDS";
+    get(NAME)
+        .map(|list| {
+            Header::parse(&list).map_err(|e| ConfigError::Invalid {
+                name: NAME,
+                value: list.clone(),
+                why: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 /// An on/off setting: `true`/`false`, `1`/`0`, `on`/`off`.
@@ -428,6 +448,31 @@ mod tests {
             let error = with(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    #[test]
+    fn plain_fields_are_read_in_order_and_must_date_rows() {
+        let base = [
+            ("CF2BQ_BQ_PROJECT", "p"),
+            ("CF2BQ_BQ_DATASET", "d"),
+            ("CF2BQ_BQ_AUTH", "none"),
+        ];
+        let with = |list: &'static str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("CF2BQ_PLAIN_FIELDS", list));
+            config(&pairs)
+        };
+        assert_eq!(config(&base).unwrap().plain_fields, None);
+        let fields = with("timestamp(ms),c-ip, sc-status").unwrap().plain_fields;
+        assert_eq!(
+            fields,
+            Some(Header::parse("timestamp(ms) c-ip sc-status").unwrap())
+        );
+        let error = with("c-ip,sc-status").unwrap_err().to_string();
+        assert!(
+            error.contains("CF2BQ_PLAIN_FIELDS") && error.contains("cannot be dated"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -418,6 +418,7 @@ mod tests {
             },
             batch_bytes: 64 * 1024,
             max_line_bytes: 64 * 1024,
+            plain_fields: None,
         };
         let mut manifest = Manifest::default();
         let mut counter = Counter::default();
@@ -464,6 +465,7 @@ mod tests {
             },
             batch_bytes: 64 * 1024,
             max_line_bytes: 64 * 1024,
+            plain_fields: None,
         };
         let mut gz = Vec::new();
         let legacy = write_object(&options, 4, &mut gz).unwrap();

@@ -8,11 +8,12 @@ mod split;
 mod tests;
 
 use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
 
 use crate::bigquery::encode::RowEncoder;
-use crate::cloudfront::{Item, LogReader, ReadError, ReadStats};
+use crate::cloudfront::{Header, Item, LogReader, ReadError, ReadStats};
 use crate::route::Layout;
 
 /// A line rejected by the parser, owned so it can cross threads.
@@ -55,6 +56,9 @@ pub struct TransformOptions {
     pub layout: Layout,
     pub batch_bytes: usize,
     pub max_line_bytes: usize,
+    /// The fields, in order, of a v2 *plain* delivery (data lines with no header): they read
+    /// a stream's data lines until a `#Fields` line, if any, says otherwise.
+    pub plain_fields: Option<Arc<Header>>,
 }
 
 /// Compressed bytes read from the source at a time.
@@ -137,7 +141,8 @@ pub fn transform_text(
     encoder: &RowEncoder,
     sink: &mut impl BatchSink,
 ) -> Result<TransformStats, TransformError> {
-    let mut reader = LogReader::new(text, options.max_line_bytes);
+    let mut reader = LogReader::new(text, options.max_line_bytes)
+        .with_plain_fields(options.plain_fields.clone());
     let mut batcher = Batcher::default();
     let mut latest: Option<i64> = None;
     let mut row_bytes = 512;

@@ -127,6 +127,7 @@ class Evaluator:
         tpl = template()
         self.tpl = tpl
         self.params = {k: str(v.get("Default", "")) for k, v in tpl["Parameters"].items()}
+        self.lists = {k for k, v in tpl["Parameters"].items() if v["Type"] == "CommaDelimitedList"}
         for k, v in (params or {}).items():
             if k not in self.params:
                 raise KeyError(f"no parameter {k}")
@@ -141,6 +142,8 @@ class Evaluator:
             return NO_VALUE
         if name in self.pseudo:
             return self.pseudo[name]
+        if name in self.lists:
+            return self.params[name].split(",")
         if name in self.params:
             return self.params[name]
         return Unresolved(f"<Ref {name}>")
@@ -834,6 +837,17 @@ class TemplateOnly(unittest.TestCase):
         delivery = w3c.properties("V2Delivery")
         self.assertEqual(delivery["FieldDelimiter"], "\t")
         self.assertIs(delivery["S3EnableHiveCompatiblePath"], True)
+        self.assertEqual(delivery["RecordFields"], fields)
+        # Plain objects carry no header: the ingest function gets the delivery's field list.
+        ingest_env = lambda e: e.properties("IngestFunction")["Environment"]["Variables"]
+        self.assertNotIn("CF2BQ_PLAIN_FIELDS", ingest_env(w3c))
+        plain = Evaluator({"V2DeliveryDistributionId": "E2QWRUHAPOMQZL", "LogBucketName": "b",
+                           "V2DeliveryFormat": "plain"})
+        self.assertEqual(plain.properties("V2Delivery")["FieldDelimiter"], "\t")
+        self.assertEqual(ingest_env(plain)["CF2BQ_PLAIN_FIELDS"], ",".join(fields))
+        # A plain delivery made elsewhere: its list is a parameter of its own.
+        other = Evaluator({"LogBucketName": "b", "PlainFields": "timestamp(ms),c-ip"})
+        self.assertEqual(ingest_env(other)["CF2BQ_PLAIN_FIELDS"], "timestamp(ms),c-ip")
         # Only in us-east-1, where CloudFront's delivery sources are.
         rule = template()["Rules"]["V2DeliveryInUsEast1"]
         self.assertEqual(rule["Assertions"][0]["Assert"],

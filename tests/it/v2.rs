@@ -1,7 +1,8 @@
 //! Standard logging v2 over the corpus in tests/corpus (made by make_corpus.py): the same two
 //! requests as the legacy files, as v2 W3C (reordered, other delimiters, without date and
 //! time), JSON (hyphenated and underscored names) and Parquet, give the same rows; and the
-//! same objects loaded from S3 under v2 plain and Hive-style keys land as identical rows.
+//! same objects loaded from S3 under v2 partitioned and Hive-style keys, and as v2's headerless
+//! plain format read by the configured field list, land as identical rows.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -230,11 +231,32 @@ fn v2_subsets_without_date_and_time_are_dated_by_their_timestamp() {
     assert_eq!(with_date[0][request_time], "1768040121000000");
 }
 
-/// Loads the same requests from S3 as legacy TSV, v2 W3C, JSON and Parquet under legacy,
-/// v2 plain and Hive-style keys: every object gives the same two rows in the same tables.
+/// The v2 W3C corpus object as v2's plain format writes it: no header, space-delimited; and
+/// its field list, as the delivery's configuration names it.
+fn plain_from_w3c(name: &str) -> (String, Vec<u8>) {
+    let mut text = String::new();
+    MultiGzDecoder::new(std::fs::File::open(corpus(name)).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let (header, data) = text.split_once('\n').unwrap();
+    let fields = header.strip_prefix("#Fields: ").unwrap().replace(' ', ",");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, data.replace('\t', " ").as_bytes()).unwrap();
+    (fields, gz.finish().unwrap())
+}
+
+/// Loads the same requests from S3 as legacy TSV, v2 W3C, plain, JSON and Parquet under
+/// legacy, v2 partitioned and Hive-style keys: every object gives the same two rows in the same
+/// tables. The plain object is read by the configured field list; the others, which name
+/// their fields, are unaffected by it.
 #[tokio::test]
 async fn every_format_loads_identical_rows_from_s3() {
-    let h = Harness::new("v2_formats").await;
+    let (plain_fields, plain) = plain_from_w3c("v2-w3c-reordered.log.gz");
+    let h = Harness::with(
+        "v2_formats",
+        &[("CF2BQ_PLAIN_FIELDS", plain_fields.as_str())],
+    )
+    .await;
     let bucket = h.bucket("v2logs").await;
     let read = |name: &str| std::fs::read(corpus(name)).unwrap();
     let objects = [
@@ -245,6 +267,10 @@ async fn every_format_loads_identical_rows_from_s3() {
         (
             "v2/E2QWRUHAPOMQZL/2026/01/10/10/E2QWRUHAPOMQZL.w3c.log.gz".to_string(),
             read("v2-w3c-reordered.log.gz"),
+        ),
+        (
+            "v2/E2QWRUHAPOMQZL/2026/01/10/10/E2QWRUHAPOMQZL.plain.log.gz".to_string(),
+            plain,
         ),
         (
             "v2/distributionid=E2QWRUHAPOMQZL/year=2026/month=01/day=10/hour=10/json.log.gz"
@@ -264,8 +290,8 @@ async fn every_format_loads_identical_rows_from_s3() {
         let report = ingestor.ingest(&LogObject::S3(object)).await.unwrap();
         assert_eq!((report.rows, report.rejected), (2, 0), "{key}");
     }
-    assert_eq!(h.count("cloudfront_20260110").await, 4);
-    assert_eq!(h.count("cloudfront_20260109").await, 4);
+    assert_eq!(h.count("cloudfront_20260110").await, 5);
+    assert_eq!(h.count("cloudfront_20260109").await, 5);
 
     // Every column but lineage, as text, per object.
     let columns: Vec<&str> = shared::bigquery::schema::columns()

@@ -77,6 +77,7 @@ pub async fn run(args: Args) -> CliResult {
         },
         batch_bytes: shared::config::DEFAULT_BATCH_BYTES,
         max_line_bytes: shared::cloudfront::DEFAULT_MAX_LINE_BYTES,
+        plain_fields: None,
     };
     let encoder = RowEncoder::new(
         format!("file://{}", file.display()),

@@ -379,7 +379,7 @@ proptest! {
         }
         let at = flip % gz.len();
         gz[at] ^= 0x41;
-        let options = TransformOptions { layout: Layout::Sharded { prefix: "t_".into() }, batch_bytes: 1024, max_line_bytes: 256 };
+        let options = TransformOptions { layout: Layout::Sharded { prefix: "t_".into() }, batch_bytes: 1024, max_line_bytes: 256, plain_fields: None };
         for input in [&bytes[..], &gz[..]] {
             let _ = transform_gzip(input, &options, &RowEncoder::new("x", 0), &mut Discard);
         }

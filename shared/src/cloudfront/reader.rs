@@ -4,6 +4,7 @@
 //! to its end without being kept, and rejected with its first `max_line_bytes` bytes.
 
 use std::io::{self, BufRead};
+use std::sync::Arc;
 
 use super::json::JsonParser;
 use super::parse::{Header, HeaderError, LineError, LineParser, Row};
@@ -20,7 +21,10 @@ pub enum ReadError {
         #[source]
         source: io::Error,
     },
-    #[error("line {line_no} is data but no #Fields header came before it")]
+    #[error(
+        "line {line_no} is data but no #Fields header came before it (a v2 plain delivery \
+         has none: set CF2BQ_PLAIN_FIELDS to the delivery's field list)"
+    )]
     NoHeader { line_no: u64 },
     #[error("line {line_no}: {source}")]
     BadHeader {
@@ -65,6 +69,8 @@ pub struct LogReader<R> {
     line_no: u64,
     max_line_bytes: usize,
     stats: ReadStats,
+    /// The fields of a v2 plain delivery: they read data lines that come before any header.
+    plain_fields: Option<Arc<Header>>,
 }
 
 /// How the data lines of a stream are read: W3C by its `#Fields` header (legacy and v2, any
@@ -90,7 +96,14 @@ impl<R: BufRead> LogReader<R> {
             line_no: 0,
             max_line_bytes,
             stats: ReadStats::default(),
+            plain_fields: None,
         }
+    }
+
+    /// Reads data lines before any `#Fields` line (a v2 plain delivery) as `fields`.
+    pub fn with_plain_fields(mut self, fields: Option<Arc<Header>>) -> Self {
+        self.plain_fields = fields;
+        self
     }
 
     pub fn stats(&self) -> ReadStats {
@@ -128,6 +141,10 @@ impl<R: BufRead> LogReader<R> {
             json.check_first_line(trim_line_end(&self.line))
                 .map_err(|source| ReadError::BadHeader { line_no, source })?;
             self.parser = Some(Parser::Json(json));
+        }
+        // v2 plain output has no header either: its fields are the delivery's, configured.
+        if let (None, Some(fields)) = (&self.parser, &self.plain_fields) {
+            self.parser = Some(Parser::W3c(LineParser::new((**fields).clone())));
         }
         let Some(parser) = self.parser.as_mut() else {
             return Err(ReadError::NoHeader { line_no });

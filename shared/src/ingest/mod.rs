@@ -145,6 +145,8 @@ pub struct Ingestor {
     known_tables: Mutex<HashSet<String>>,
     /// Applied to every row before it leaves AWS.
     privacy: crate::privacy::Privacy,
+    /// The fields of a v2 plain delivery (its objects have no header).
+    plain_fields: Option<std::sync::Arc<crate::cloudfront::Header>>,
 }
 
 impl Ingestor {
@@ -175,6 +177,7 @@ impl Ingestor {
             },
             known_tables: Mutex::new(HashSet::new()),
             privacy: config.privacy.clone(),
+            plain_fields: config.plain_fields.clone().map(std::sync::Arc::new),
         })
     }
 

@@ -325,6 +325,7 @@ impl Ingestor {
             layout: self.layout.clone(),
             batch_bytes: self.batch_bytes,
             max_line_bytes: self.max_line_bytes,
+            plain_fields: self.plain_fields.clone(),
         };
         let uri = object.uri();
         let encoder = RowEncoder::new(&uri, stamp).with_privacy(&self.privacy);

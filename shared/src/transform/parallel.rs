@@ -75,8 +75,9 @@ pub(super) fn transform_gzip_on(
             .spawn_scoped(scope, move || {
                 let decoder =
                     MultiGzDecoder::new(BufReader::with_capacity(COMPRESSED_BUFFER, compressed));
-                let mut splitter =
-                    Splitter::new(decoder, chunk_bytes, max_line_bytes).recycle_from(spare_rx);
+                let mut splitter = Splitter::new(decoder, chunk_bytes, max_line_bytes)
+                    .with_plain_fields(options.plain_fields.clone())
+                    .recycle_from(spare_rx);
                 let mut turn = 0;
                 while let Some(piece) = splitter.next_piece() {
                     // A closed channel: the consumer stopped early.

@@ -85,6 +85,8 @@ pub(super) struct Splitter<R> {
     mode: Mode,
     /// A parser of the current header with no delimiter yet, to find the line that fixes it.
     probe: Option<LineParser>,
+    /// The fields of a v2 plain delivery: they read data lines that come before any header.
+    plain_fields: Option<Arc<Header>>,
     /// Lines handed on so far (`#Fields` lines included).
     lines: u64,
     bytes: u64,
@@ -109,6 +111,7 @@ impl<R: Read> Splitter<R> {
             cut_line: None,
             mode: Mode::None,
             probe: None,
+            plain_fields: None,
             lines: 0,
             bytes: 0,
             eof: false,
@@ -122,6 +125,12 @@ impl<R: Read> Splitter<R> {
     /// Takes buffers back from the consumers through `spare`.
     pub fn recycle_from(mut self, spare: Receiver<Vec<u8>>) -> Self {
         self.spare = Some(spare);
+        self
+    }
+
+    /// Reads data lines before any `#Fields` line (a v2 plain delivery) as `fields`.
+    pub fn with_plain_fields(mut self, fields: Option<Arc<Header>>) -> Self {
+        self.plain_fields = fields;
         self
     }
 
@@ -249,7 +258,12 @@ impl<R: Read> Splitter<R> {
                     self.hand_on(at, lines, at);
                 }
                 match to {
-                    Ok(mode) => self.mode = mode,
+                    Ok(mode) => {
+                        if let Mode::W3c { header, .. } = &mode {
+                            self.probe = Some(LineParser::new((**header).clone()));
+                        }
+                        self.mode = mode;
+                    }
                     Err(e) => self.fail(e),
                 }
             }
@@ -285,6 +299,13 @@ impl<R: Read> Splitter<R> {
                     .map(|()| Mode::Json)
                     .map_err(|source| ReadError::BadHeader { line_no, source }),
             ),
+            // v2 plain output has no header either: its fields are the delivery's, configured.
+            Mode::None => self.plain_fields.as_ref().map(|header| {
+                Ok(Mode::W3c {
+                    header: header.clone(),
+                    delimiter: None,
+                })
+            }),
             // An over-long line is refused before it is parsed: it fixes nothing.
             Mode::W3c {
                 header,

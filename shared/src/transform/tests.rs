@@ -51,6 +51,7 @@ fn options(max_line_bytes: usize) -> TransformOptions {
         // Small batches: their boundaries are compared too.
         batch_bytes: 4096,
         max_line_bytes,
+        plain_fields: None,
     }
 }
 
@@ -73,13 +74,23 @@ fn parallel(gz: &[u8], options: &TransformOptions, workers: usize, chunk: usize)
 
 /// Asserts the parallel path gives exactly the sequential outcome for every combination.
 fn assert_same(name: &str, gz: &[u8], caps: &[usize], chunks: &[usize]) -> Outcome {
+    let options: Vec<_> = caps.iter().map(|&cap| options(cap)).collect();
+    assert_same_with(name, gz, &options, chunks)
+}
+
+fn assert_same_with(
+    name: &str,
+    gz: &[u8],
+    options: &[TransformOptions],
+    chunks: &[usize],
+) -> Outcome {
     let mut first = None;
-    for &cap in caps {
-        let options = options(cap);
-        let expected = sequential(gz, &options);
+    for options in options {
+        let cap = options.max_line_bytes;
+        let expected = sequential(gz, options);
         for &chunk in chunks {
             for workers in [1, 2, 3] {
-                let got = parallel(gz, &options, workers, chunk);
+                let got = parallel(gz, options, workers, chunk);
                 assert!(
                     got == expected,
                     "{name}: cap {cap}, chunk {chunk}, {workers} workers: {:?} ≠ {:?} ({} vs {} calls)",
@@ -202,6 +213,46 @@ fn fields_switches_blank_crlf_bad_and_long_lines_give_the_same_output_in_paralle
         })
         .collect();
     assert!(reasons.contains("column_count") && reasons.contains("bad_value"));
+}
+
+/// A v2 plain object has no header: the delivery's configured fields read it (its delimiter
+/// found as a header's is), until a `#Fields` line, if any, takes over. Without them the
+/// stream stops at its first data line, naming the setting.
+#[test]
+fn plain_objects_are_read_by_the_configured_fields_in_parallel_too() {
+    let mut text = Vec::new();
+    for i in 0..300i64 {
+        let at = 1_768_040_121_000 + i * 3_600_000;
+        text.extend(format!("{at}|192.0.2.{}|200|/p/{i}\n", i % 250).bytes());
+        if i % 50 == 7 {
+            text.extend(b"1768040121000|too|few\n");
+        }
+    }
+    text.extend(b"#Fields: date time sc-status\n2026-01-10\t10:00:00\t404\n");
+    let gz = gzip(&text);
+    let mut plain = options(64 * 1024);
+    let fields = Header::parse("timestamp(ms),c-ip,sc-status,cs-uri-stem").unwrap();
+    plain.plain_fields = Some(Arc::new(fields));
+
+    let (calls, result) = assert_same_with("plain", &gz, &[plain], &SMALL_CHUNKS);
+    let stats = result.expect("a good stream");
+    assert_eq!((stats.read.rows, stats.read.rejected), (301, 6));
+    // Dated by timestamp(ms): 300 hours from 2026-01-10 10:15 UTC span 13 days.
+    let dates: std::collections::BTreeSet<i32> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Batch { date, .. } => Some(*date),
+            Call::Rejected(_) => None,
+        })
+        .collect();
+    assert_eq!(dates.len(), 13, "{dates:?}");
+
+    let (_, unconfigured) = assert_same("plain, unconfigured", &gz, &[64 * 1024], &CHUNKS);
+    let error = unconfigured.expect_err("no header and no configured fields");
+    assert!(
+        error.contains("line 1 ") && error.contains("CF2BQ_PLAIN_FIELDS"),
+        "{error}"
+    );
 }
 
 #[test]

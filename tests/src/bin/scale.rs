@@ -631,6 +631,7 @@ fn wire_ratio(gen: &GenOptions) -> f64 {
         },
         batch_bytes: 2 << 20,
         max_line_bytes: 65536,
+        plain_fields: None,
     };
     let mut sizes = Sizes(0, 0);
     for i in 0..gen.objects.min(200) {
