@@ -153,7 +153,9 @@ cmd_up() {
   PORTS=$CF2BQ_MOTO_PORT
   if pid=$(pid_of moto); then check_same_ports moto; say "moto already running (pid $pid)"; else
     check_free moto "$CF2BQ_MOTO_PORT"
-    start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$CF2BQ_MOTO_PORT"
+    # The wrapper patches moto so that its memory stays flat under many DynamoDB
+    # transactions (it kept a deep copy of the whole ledger table per transaction item).
+    start moto "$VENV/bin/python" "$ROOT/scripts/moto_start.py" -H 127.0.0.1 -p "$CF2BQ_MOTO_PORT"
   fi
   PORTS="$CF2BQ_BQ_REST_PORT $CF2BQ_BQ_GRPC_PORT"
   if pid=$(pid_of bqemulator); then check_same_ports bqemulator; say "bqemulator already running (pid $pid)"; else
