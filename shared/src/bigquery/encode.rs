@@ -117,8 +117,14 @@ pub(crate) fn put_int(tag: u32, v: i64, out: &mut Vec<u8>) {
     put_varint(v as u64, out);
 }
 
+/// Bytes of the varint of `v`.
 #[inline]
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[inline]
+pub(crate) fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -148,6 +154,7 @@ mod tests {
             put_varint(v, &mut ours);
             prost::encoding::encode_varint(v, &mut theirs);
             assert_eq!(ours, theirs, "{v}");
+            assert_eq!(varint_len(v), theirs.len(), "{v}");
         }
         for tag in [1u32, 15, 16, 40, 2047] {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
