@@ -223,7 +223,7 @@ impl Batcher {
     }
 }
 
-/// Largest buffer reserved up front for a batch (batches are 2 MiB by default).
+/// Largest buffer reserved up front for a batch (batches are 1 MiB by default).
 const MAX_RESERVE: usize = 16 << 20;
 
 struct OpenBatch {

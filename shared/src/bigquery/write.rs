@@ -667,7 +667,7 @@ impl StreamWriter {
     }
 
     /// This writer is one of `writers` for its table: they share one writer's unacknowledged
-    /// requests (`MAX_IN_FLIGHT + 1`, each up to 2 MiB and kept for resending), so a table
+    /// requests (`MAX_IN_FLIGHT + 1`, each about 1 MiB and kept for resending), so a table
     /// spread over two streams holds no more memory than one; past that, one each.
     pub fn share_window(&mut self, writers: usize) {
         self.window = ((MAX_IN_FLIGHT + 1) / writers.max(1))
