@@ -6,6 +6,7 @@
 use std::io::Read;
 
 use crate::bigquery::encode::RowEncoder;
+use crate::bigquery::rows::Rows;
 use crate::cloudfront::parquet::{read_parquet, ParquetItem, RangeSource};
 use crate::cloudfront::{ReadError, ReadStats};
 use crate::transform::{
@@ -84,13 +85,14 @@ pub fn transform_parquet<S: RangeSource>(
     let mut batches = Batches::default();
     let mut latest: Option<i64> = None;
     let mut stopped = false;
+    let mut encoded = Vec::new();
     let read = read_parquet(source, |item| {
         let result = match item {
             ParquetItem::Row { line_no, row } => {
                 latest = latest.max(Some(row.timestamp_micros()));
-                let mut encoded = Vec::with_capacity(512);
+                encoded.clear();
                 encoder.encode(&row, line_no, &mut encoded);
-                batches.push(row.date, encoded, options, sink)
+                batches.push(row.date, &encoded, options, sink)
             }
             ParquetItem::Rejected {
                 line_no,
@@ -123,14 +125,14 @@ pub fn transform_parquet<S: RangeSource>(
 /// Rows of each log date being gathered into a Storage Write batch.
 #[derive(Default)]
 struct Batches {
-    open: Vec<(i32, String, Vec<Vec<u8>>, usize)>,
+    open: Vec<(i32, String, Rows, usize)>,
 }
 
 impl Batches {
     fn push(
         &mut self,
         date: i32,
-        row: Vec<u8>,
+        row: &[u8],
         options: &TransformOptions,
         sink: &mut impl BatchSink,
     ) -> Result<(), ()> {
@@ -138,7 +140,7 @@ impl Batches {
             Some(i) => i,
             None => {
                 let table = options.layout.table_for(date);
-                self.open.push((date, table, Vec::new(), 0));
+                self.open.push((date, table, Rows::new(), 0));
                 self.open.len() - 1
             }
         };

@@ -394,7 +394,12 @@ mod tests {
     }
 
     impl BatchSink for Counter {
-        fn batch(&mut self, table: &str, _date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+        fn batch(
+            &mut self,
+            table: &str,
+            _date: i32,
+            rows: crate::bigquery::rows::Rows,
+        ) -> Result<(), Stopped> {
             *self.rows.entry(table.to_string()).or_default() += rows.len() as u64;
             Ok(())
         }

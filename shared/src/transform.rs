@@ -13,6 +13,7 @@ use std::sync::Arc;
 use flate2::bufread::MultiGzDecoder;
 
 use crate::bigquery::encode::RowEncoder;
+use crate::bigquery::rows::Rows;
 use crate::cloudfront::{Header, Item, LogReader, ReadError, ReadStats};
 use crate::route::Layout;
 
@@ -29,7 +30,7 @@ pub struct RejectedLine {
 /// consumer failed and will report why).
 pub trait BatchSink {
     /// Rows of one log date (`date`: days since the epoch) bound for `table`.
-    fn batch(&mut self, table: &str, date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped>;
+    fn batch(&mut self, table: &str, date: i32, rows: Rows) -> Result<(), Stopped>;
     fn rejected(&mut self, line: RejectedLine) -> Result<(), Stopped>;
 }
 
@@ -145,15 +146,14 @@ pub fn transform_text(
         .with_plain_fields(options.plain_fields.clone());
     let mut batcher = Batcher::default();
     let mut latest: Option<i64> = None;
-    let mut row_bytes = 512;
+    let mut encoded = Vec::new();
     while let Some(item) = reader.next_item()? {
         match item {
             Item::Row { line_no, row } => {
                 latest = latest.max(Some(row.timestamp_micros()));
-                let mut encoded = Vec::with_capacity(row_bytes);
+                encoded.clear();
                 encoder.encode(&row, line_no, &mut encoded);
-                row_bytes = encoded.len() + 64;
-                batcher.row(row.date, encoded, options, sink)?;
+                batcher.row(row.date, &encoded, options, sink)?;
             }
             Item::Rejected(r) => sink
                 .rejected(RejectedLine {
@@ -183,7 +183,7 @@ impl Batcher {
     fn row(
         &mut self,
         date: i32,
-        encoded: Vec<u8>,
+        encoded: &[u8],
         options: &TransformOptions,
         sink: &mut impl BatchSink,
     ) -> Result<(), TransformError> {
@@ -196,6 +196,11 @@ impl Batcher {
             }
         };
         let batch = &mut self.open[index];
+        if batch.rows.is_empty() {
+            // The batch's whole buffer at once: rows are framed in fewer bytes than `bytes`
+            // counts, so only the row that fills it can grow it.
+            batch.rows = Rows::with_capacity(options.batch_bytes.min(MAX_RESERVE) + 1024);
+        }
         batch.bytes += encoded.len() + 8;
         batch.rows.push(encoded);
         if batch.bytes >= options.batch_bytes {
@@ -218,10 +223,13 @@ impl Batcher {
     }
 }
 
+/// Largest buffer reserved up front for a batch (batches are 1 MiB by default).
+const MAX_RESERVE: usize = 16 << 20;
+
 struct OpenBatch {
     date: i32,
     table: String,
-    rows: Vec<Vec<u8>>,
+    rows: Rows,
     bytes: usize,
 }
 
@@ -230,7 +238,7 @@ impl OpenBatch {
         OpenBatch {
             date,
             table,
-            rows: Vec::new(),
+            rows: Rows::new(),
             bytes: 0,
         }
     }

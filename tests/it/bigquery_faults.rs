@@ -260,7 +260,7 @@ async fn faulty(h: &Harness, faults: &str, seed: u64) -> (WriteApi, Arc<FaultPla
 }
 
 /// Rows `from..to`: one per line number.
-fn batch(from: u64, to: u64) -> Vec<Vec<u8>> {
+fn batch(from: u64, to: u64) -> shared::bigquery::rows::Rows {
     (from..to)
         .map(|line_no| {
             let line = shared::transform::RejectedLine {

@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use prost::Message;
 use shared::bigquery::encode::RowEncoder;
+use shared::bigquery::rows::Rows;
 use shared::bigquery::write::append_request;
 use shared::route::Layout;
 use shared::transform::{
@@ -47,7 +47,7 @@ struct EncodingSink {
 }
 
 impl BatchSink for EncodingSink {
-    fn batch(&mut self, table: &str, _date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(&mut self, table: &str, _date: i32, rows: Rows) -> Result<(), Stopped> {
         let offset = self.offsets.entry(table.to_string()).or_default();
         let count = rows.len() as i64;
         let schema = (*offset == 0).then(shared::bigquery::schema::proto_descriptor);

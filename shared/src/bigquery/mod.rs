@@ -1,7 +1,9 @@
 //! BigQuery: table management over REST, row writing over the Storage Write API (gRPC).
 
+pub mod append;
 pub mod auth;
 pub mod encode;
+pub mod rows;
 pub mod schema;
 pub mod tables;
 pub mod write;

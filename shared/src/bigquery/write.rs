@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
-    append_rows_request, append_rows_response, big_query_write_client::BigQueryWriteClient,
-    storage_error::StorageErrorCode, write_stream, AppendRowsRequest, AppendRowsResponse,
+    append_rows_response, big_query_write_client::BigQueryWriteClient,
+    storage_error::StorageErrorCode, write_stream, AppendRowsResponse,
     BatchCommitWriteStreamsRequest, BatchCommitWriteStreamsResponse, CreateWriteStreamRequest,
-    FinalizeWriteStreamRequest, GetWriteStreamRequest, ProtoRows, ProtoSchema, StorageError,
-    WriteStream,
+    FinalizeWriteStreamRequest, GetWriteStreamRequest, StorageError, WriteStream,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,9 +26,15 @@ use tonic::{Code, Status, Streaming};
 
 use prost_types::DescriptorProto;
 
+use super::append::{encode_schema, AppendCodec, AppendRequest};
+use super::rows::Rows;
 use super::schema::proto_descriptor;
 use super::BigQueryError;
 use crate::retry::{self, Backoff, Transient};
+
+/// The Storage Write service and its AppendRows method.
+const APPEND_SERVICE: &str = "google.cloud.bigquery.storage.v1.BigQueryWrite";
+const APPEND_ROWS_PATH: &str = "/google.cloud.bigquery.storage.v1.BigQueryWrite/AppendRows";
 
 /// Append requests in flight on one stream before we wait for an acknowledgement.
 const MAX_IN_FLIGHT: usize = 4;
@@ -48,6 +53,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct WriteApi {
     client: BigQueryWriteClient<Channel>,
+    /// The same channel, for AppendRows calls sending [`AppendRequest`]s.
+    appends: tonic::client::Grpc<Channel>,
     auth: Arc<dyn Authenticator>,
     #[cfg(feature = "fault-injection")]
     faults: Option<Arc<FaultPlan>>,
@@ -91,7 +98,7 @@ impl WriteApi {
         gzip: bool,
         auth: Arc<dyn Authenticator>,
     ) -> Result<WriteApi, BigQueryError> {
-        let client = Self::client(url, gzip)?;
+        let (client, appends) = Self::client(url, gzip)?;
         #[cfg(feature = "fault-injection")]
         {
             let faults = FaultPlan::from_env().map_err(|message| BigQueryError::Connect {
@@ -103,12 +110,17 @@ impl WriteApi {
             }
             Ok(WriteApi {
                 client,
+                appends,
                 auth,
                 faults: faults.map(Arc::new),
             })
         }
         #[cfg(not(feature = "fault-injection"))]
-        Ok(WriteApi { client, auth })
+        Ok(WriteApi {
+            client,
+            appends,
+            auth,
+        })
     }
 
     /// Like [`connect`](Self::connect), with the given fault plan instead of the
@@ -121,14 +133,20 @@ impl WriteApi {
         auth: Arc<dyn Authenticator>,
         faults: Arc<FaultPlan>,
     ) -> Result<WriteApi, BigQueryError> {
+        let (client, appends) = Self::client(url, gzip)?;
         Ok(WriteApi {
-            client: Self::client(url, gzip)?,
+            client,
+            appends,
             auth,
             faults: Some(faults),
         })
     }
 
-    fn client(url: &str, gzip: bool) -> Result<BigQueryWriteClient<Channel>, BigQueryError> {
+    #[allow(clippy::type_complexity)]
+    fn client(
+        url: &str,
+        gzip: bool,
+    ) -> Result<(BigQueryWriteClient<Channel>, tonic::client::Grpc<Channel>), BigQueryError> {
         let connect_error = |message: String| BigQueryError::Connect {
             url: url.to_string(),
             message,
@@ -143,7 +161,11 @@ impl WriteApi {
                 .tls_config(ClientTlsConfig::new().with_enabled_roots())
                 .map_err(|e| connect_error(e.to_string()))?;
         }
-        let mut client = BigQueryWriteClient::new(endpoint.connect_lazy())
+        let channel = endpoint.connect_lazy();
+        let mut client = BigQueryWriteClient::new(channel.clone())
+            .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
+            .max_decoding_message_size(2 * MAX_REQUEST_BYTES);
+        let mut appends = tonic::client::Grpc::new(channel)
             .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
             .max_decoding_message_size(2 * MAX_REQUEST_BYTES);
         if gzip {
@@ -152,8 +174,29 @@ impl WriteApi {
             client = client
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
+            appends = appends
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
         }
-        Ok(client)
+        Ok((client, appends))
+    }
+
+    /// Opens an AppendRows call sending `requests` (what the generated client's
+    /// `append_rows` does, with [`AppendCodec`] in place of prost's `AppendRowsRequest`).
+    async fn append_rows(
+        &self,
+        requests: tonic::Request<ReceiverStream<AppendRequest>>,
+    ) -> Result<tonic::Response<Streaming<AppendRowsResponse>>, Status> {
+        let mut grpc = self.appends.clone();
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+        let mut requests = requests;
+        requests
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new(APPEND_SERVICE, "AppendRows"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(APPEND_ROWS_PATH);
+        grpc.streaming(requests, path, AppendCodec).await
     }
 
     /// Whether to inject `fault` now (never, without the fault-injection feature).
@@ -328,8 +371,8 @@ impl WriteApi {
     pub fn writer_with(&self, stream: String, descriptor: DescriptorProto) -> StreamWriter {
         StreamWriter {
             api: self.clone(),
-            descriptor,
-            stream,
+            schema: encode_schema(&descriptor),
+            stream: stream.into(),
             connection: None,
             unacked: VecDeque::with_capacity(MAX_IN_FLIGHT + 1),
             next_offset: 0,
@@ -549,53 +592,32 @@ pub enum StreamStatus {
 }
 
 /// One AppendRows request: `rows` at `offset`, with the writer schema when it is the first
-/// request of a connection.
+/// request of a connection. The stream is named on every request (only required on the
+/// first) so any server can route it.
 pub fn append_request(
     stream: &str,
     offset: i64,
-    rows: Vec<Vec<u8>>,
+    rows: Rows,
     schema: Option<&DescriptorProto>,
-) -> AppendRowsRequest {
-    AppendRowsRequest {
-        // Sent on every request (only required on the first) so any server can route it.
-        write_stream: stream.to_string(),
-        offset: Some(offset),
-        rows: Some(append_rows_request::Rows::ProtoRows(
-            append_rows_request::ProtoData {
-                writer_schema: schema.map(|d| ProtoSchema {
-                    proto_descriptor: Some(d.clone()),
-                }),
-                rows: Some(ProtoRows {
-                    serialized_rows: rows,
-                }),
-            },
-        )),
-        ..Default::default()
+) -> AppendRequest {
+    let request = AppendRequest::new(stream.into(), offset, rows);
+    match schema {
+        Some(d) => request.with_schema(encode_schema(d)),
+        None => request,
     }
-}
-
-/// `request` with the writer schema, as the first request of a connection must carry it.
-fn with_schema(request: &AppendRowsRequest, schema: &DescriptorProto) -> AppendRowsRequest {
-    let mut request = request.clone();
-    if let Some(append_rows_request::Rows::ProtoRows(data)) = &mut request.rows {
-        data.writer_schema = Some(ProtoSchema {
-            proto_descriptor: Some(schema.clone()),
-        });
-    }
-    request
 }
 
 /// An append sent (or to be sent) and not yet acknowledged: kept to be resent on a new
 /// connection.
 struct Unacked {
     offset: i64,
-    request: AppendRowsRequest,
+    request: AppendRequest,
     /// Connections it was sent on.
     sends: u32,
 }
 
 struct Connection {
-    requests: mpsc::Sender<AppendRowsRequest>,
+    requests: mpsc::Sender<AppendRequest>,
     responses: Streaming<AppendRowsResponse>,
     /// How many of the oldest unacknowledged requests this connection has carried.
     sent: usize,
@@ -607,8 +629,9 @@ struct Connection {
 /// new one.
 pub struct StreamWriter {
     api: WriteApi,
-    descriptor: DescriptorProto,
-    stream: String,
+    /// The writer schema, encoded once for the first request of every connection.
+    schema: bytes::Bytes,
+    stream: Arc<str>,
     connection: Option<Connection>,
     unacked: VecDeque<Unacked>,
     next_offset: i64,
@@ -630,9 +653,9 @@ impl StreamWriter {
     }
 
     /// Appends one batch of encoded rows at the next offset.
-    pub async fn append(&mut self, rows: Vec<Vec<u8>>) -> Result<(), BigQueryError> {
+    pub async fn append(&mut self, rows: Rows) -> Result<(), BigQueryError> {
         let count = rows.len() as i64;
-        let request = append_request(&self.stream, self.next_offset, rows, None);
+        let request = AppendRequest::new(self.stream.clone(), self.next_offset, rows);
         self.unacked.push_back(Unacked {
             offset: self.next_offset,
             request,
@@ -644,7 +667,7 @@ impl StreamWriter {
     }
 
     /// This writer is one of `writers` for its table: they share one writer's unacknowledged
-    /// requests (`MAX_IN_FLIGHT + 1`, each up to 2 MiB and kept for resending), so a table
+    /// requests (`MAX_IN_FLIGHT + 1`, each about 1 MiB and kept for resending), so a table
     /// spread over two streams holds no more memory than one; past that, one each.
     pub fn share_window(&mut self, writers: usize) {
         self.window = ((MAX_IN_FLIGHT + 1) / writers.max(1))
@@ -759,7 +782,7 @@ impl StreamWriter {
             crate::calls::count("BigQuery.AppendRows");
             crate::calls::add(
                 "BigQuery.AppendRowsBytes",
-                prost::Message::encoded_len(&next.request) as u64,
+                next.request.encoded_len() as u64,
             );
         }
         while self.unacked.len() > keep {
@@ -774,13 +797,10 @@ impl StreamWriter {
     async fn open(&mut self) -> Result<(), BigQueryError> {
         let oldest = self.unacked.front_mut().expect("something to send");
         oldest.sends += 1;
-        let first = with_schema(&oldest.request, &self.descriptor);
+        let first = oldest.request.with_schema(self.schema.clone());
         crate::calls::count("BigQuery.AppendRowsConnections");
         crate::calls::count("BigQuery.AppendRows");
-        crate::calls::add(
-            "BigQuery.AppendRowsBytes",
-            prost::Message::encoded_len(&first) as u64,
-        );
+        crate::calls::add("BigQuery.AppendRowsBytes", first.encoded_len() as u64);
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 1);
         tx.send(first).await.expect("receiver is alive");
         let request = self
@@ -791,8 +811,7 @@ impl StreamWriter {
             )
             .await?;
         let wait = call_timeout(ACK_TIMEOUT);
-        let mut client = self.api.client.clone();
-        let opened = tokio::time::timeout(wait, client.append_rows(request));
+        let opened = tokio::time::timeout(wait, self.api.append_rows(request));
         let responses = match opened.await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(grpc_error(&self.call(), status)),
@@ -1167,20 +1186,29 @@ mod tests {
 
     #[test]
     fn only_the_first_request_of_a_connection_carries_the_schema() {
-        let schema = proto_descriptor();
-        let plain = append_request("s", 7, vec![vec![1, 2]], None);
-        let first = with_schema(&plain, &schema);
-        let data = |r: &AppendRowsRequest| match &r.rows {
-            Some(append_rows_request::Rows::ProtoRows(d)) => d.clone(),
-            _ => panic!("proto rows"),
+        use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
+            append_rows_request, AppendRowsRequest,
         };
-        assert!(data(&plain).writer_schema.is_none());
+        use prost::Message;
+        let schema = proto_descriptor();
+        let rows: Rows = [vec![1u8, 2]].iter().collect();
+        let plain = append_request("s", 7, rows.clone(), None);
+        let first = append_request("s", 7, rows, Some(&schema));
+        let decoded = |r: &AppendRequest| {
+            let r = AppendRowsRequest::decode(r.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(r.offset, Some(7));
+            match r.rows {
+                Some(append_rows_request::Rows::ProtoRows(d)) => d,
+                _ => panic!("proto rows"),
+            }
+        };
+        assert!(decoded(&plain).writer_schema.is_none());
         assert_eq!(
-            data(&first).writer_schema.unwrap().proto_descriptor,
+            decoded(&first).writer_schema.unwrap().proto_descriptor,
             Some(schema)
         );
-        assert_eq!(first.offset, Some(7));
-        assert_eq!(data(&first).rows, data(&plain).rows);
+        assert_eq!(decoded(&first).rows, decoded(&plain).rows);
+        assert_eq!(decoded(&plain).rows.unwrap().serialized_rows, [vec![1, 2]]);
     }
 
     #[test]

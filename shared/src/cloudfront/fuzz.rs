@@ -277,7 +277,12 @@ fn check_encoded(
 struct Discard;
 
 impl BatchSink for Discard {
-    fn batch(&mut self, _table: &str, _date: i32, _rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(
+        &mut self,
+        _table: &str,
+        _date: i32,
+        _rows: crate::bigquery::rows::Rows,
+    ) -> Result<(), Stopped> {
         Ok(())
     }
     fn rejected(&mut self, _line: RejectedLine) -> Result<(), Stopped> {

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::streams::RoundStreams;
 use super::{IngestError, Ingestor, ObjectReport, Outcome};
 use crate::bigquery::encode::RowEncoder;
+use crate::bigquery::rows::Rows;
 use crate::bigquery::{BigQueryError, StreamWriter, TableSpec};
 use crate::event::ObjectRef;
 use crate::fault::fault_point;
@@ -68,7 +69,7 @@ enum Quarantine {
     S3(QuarantineWriter),
     Table {
         table: String,
-        rows: Vec<Vec<u8>>,
+        rows: Rows,
         bytes: usize,
     },
 }
@@ -77,7 +78,7 @@ enum Produced {
     Batch {
         table: String,
         date: i32,
-        rows: Vec<Vec<u8>>,
+        rows: Rows,
     },
     Rejected(RejectedLine),
 }
@@ -396,7 +397,7 @@ impl Ingestor {
             }
             Some(QuarantineTarget::Table(table)) => Quarantine::Table {
                 table: table.clone(),
-                rows: Vec::new(),
+                rows: Rows::new(),
                 bytes: 0,
             },
         }
@@ -430,7 +431,7 @@ impl Ingestor {
                 };
                 let row = crate::quarantine::encode_row(uri, line, stamp);
                 *bytes += row.len();
-                rows.push(row);
+                rows.push(&row);
                 if *bytes >= QUARANTINE_BATCH_BYTES {
                     *bytes = 0;
                     let batch = std::mem::take(rows);
@@ -484,7 +485,7 @@ impl Ingestor {
         &self,
         writers: &mut RoundStreams,
         table: &str,
-        rows: Vec<Vec<u8>>,
+        rows: Rows,
     ) -> Result<(), BigQueryError> {
         // Quarantined lines are few: one stream, never spread.
         if !writers.has(table) {
@@ -616,7 +617,7 @@ struct ChannelSink {
 }
 
 impl BatchSink for ChannelSink {
-    fn batch(&mut self, table: &str, date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(&mut self, table: &str, date: i32, rows: Rows) -> Result<(), Stopped> {
         let produced = Produced::Batch {
             table: table.to_string(),
             date,

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bigquery::rows::Rows;
 use crate::bigquery::{BigQueryError, StreamWriter, WriteApi};
 
 /// How a round spreads its tables' rows over streams.
@@ -91,12 +92,12 @@ impl RoundStreams {
 
     /// Appends a batch of encoded rows to the table's next stream in turn. The table must
     /// have a stream ([`needs_stream`](Self::needs_stream)).
-    pub async fn append(&mut self, table: &str, rows: Vec<Vec<u8>>) -> Result<(), BigQueryError> {
+    pub async fn append(&mut self, table: &str, rows: Rows) -> Result<(), BigQueryError> {
         let streams = self
             .tables
             .get_mut(table)
             .expect("a stream is opened before the first append");
-        streams.bytes += rows.iter().map(|r| r.len() as u64).sum::<u64>();
+        streams.bytes += rows.row_bytes() as u64;
         let i = streams.next % streams.writers.len();
         streams.next = (i + 1) % streams.writers.len();
         streams.writers[i].append(rows).await

@@ -31,8 +31,10 @@ const DEPTH: usize = 2;
 /// One chunk parsed and encoded.
 #[derive(Default)]
 struct Parsed {
-    /// Encoded rows with their log dates, in line order.
-    rows: Vec<(i32, Vec<u8>)>,
+    /// The encoded rows, one after another, in line order.
+    encoded: Vec<u8>,
+    /// Per row, its log date and where it ends in `encoded`.
+    rows: Vec<(i32, usize)>,
     /// Rejected lines, each with the number of rows of this chunk that come before it.
     rejected: Vec<(usize, RejectedLine)>,
     /// The stream stops after this chunk's rows and rejected lines.
@@ -141,7 +143,9 @@ fn parse_chunk(
     options: &TransformOptions,
     encoder: &RowEncoder,
 ) -> Parsed {
+    // Encoded rows are about as long as their lines.
     let mut out = Parsed {
+        encoded: Vec::with_capacity(chunk.len + chunk.len / 8),
         rows: Vec::with_capacity(chunk.len / 256 + 1),
         ..Parsed::default()
     };
@@ -150,7 +154,6 @@ fn parse_chunk(
     let mut line_no = chunk.first_line_no - 1;
     let mut start = 0;
     let mut newlines = memchr::memchr_iter(b'\n', text);
-    let mut row_bytes = 512;
     while start < text.len() {
         let end = newlines.next().unwrap_or(text.len());
         let line = &text[start..end];
@@ -195,10 +198,8 @@ fn parse_chunk(
             Ok(row) => {
                 out.stats.rows += 1;
                 out.latest = out.latest.max(Some(row.timestamp_micros()));
-                let mut encoded = Vec::with_capacity(row_bytes);
-                encoder.encode(&row, line_no, &mut encoded);
-                row_bytes = encoded.len() + 64;
-                out.rows.push((row.date, encoded));
+                encoder.encode(&row, line_no, &mut out.encoded);
+                out.rows.push((row.date, out.encoded.len()));
             }
             Err(error) => {
                 out.stats.rejected += 1;
@@ -232,11 +233,13 @@ fn merge(
             break;
         };
         let mut rejected = parsed.rejected.into_iter().peekable();
-        for (i, (date, row)) in parsed.rows.into_iter().enumerate() {
+        let mut start = 0;
+        for (i, &(date, end)) in parsed.rows.iter().enumerate() {
             while let Some((_, line)) = rejected.next_if(|(before, _)| *before == i) {
                 sink.rejected(line).map_err(|_| TransformError::Stopped)?;
             }
-            batcher.row(date, row, options, sink)?;
+            batcher.row(date, &parsed.encoded[start..end], options, sink)?;
+            start = end;
         }
         for (_, line) in rejected {
             sink.rejected(line).map_err(|_| TransformError::Stopped)?;

@@ -27,11 +27,11 @@ struct Recorder {
 }
 
 impl BatchSink for Recorder {
-    fn batch(&mut self, table: &str, date: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    fn batch(&mut self, table: &str, date: i32, rows: Rows) -> Result<(), Stopped> {
         self.calls.push(Call::Batch {
             table: table.to_string(),
             date,
-            rows,
+            rows: rows.iter().map(<[u8]>::to_vec).collect(),
         });
         Ok(())
     }
@@ -307,7 +307,7 @@ fn streams_that_stop_stop_at_the_same_line_with_the_same_rows_before() {
 fn a_stopped_sink_stops_the_parallel_transform() {
     struct StopAfter(usize);
     impl BatchSink for StopAfter {
-        fn batch(&mut self, _: &str, _: i32, _: Vec<Vec<u8>>) -> Result<(), Stopped> {
+        fn batch(&mut self, _: &str, _: i32, _: Rows) -> Result<(), Stopped> {
             self.0 = self.0.checked_sub(1).ok_or(Stopped)?;
             Ok(())
         }

@@ -612,9 +612,14 @@ fn wire_ratio(gen: &GenOptions) -> f64 {
     use shared::transform::{transform_gzip, BatchSink, RejectedLine, Stopped, TransformOptions};
     struct Sizes(u64, u64);
     impl BatchSink for Sizes {
-        fn batch(&mut self, _: &str, _: i32, rows: Vec<Vec<u8>>) -> Result<(), Stopped> {
+        fn batch(
+            &mut self,
+            _: &str,
+            _: i32,
+            rows: shared::bigquery::rows::Rows,
+        ) -> Result<(), Stopped> {
             let request = shared::bigquery::write::append_request("s", 0, rows, None);
-            let bytes = prost::Message::encode_to_vec(&request);
+            let bytes = request.encode_to_vec();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&bytes).expect("in memory");
             self.0 += bytes.len() as u64;
