@@ -409,6 +409,18 @@ mod tests {
         }
     }
 
+    /// Daily tables `t_YYYYMMDD`, small batches.
+    fn transform_options() -> TransformOptions {
+        TransformOptions {
+            layout: Layout::Sharded {
+                prefix: "t_".into(),
+            },
+            batch_bytes: 64 * 1024,
+            max_line_bytes: 64 * 1024,
+            plain_fields: None,
+        }
+    }
+
     #[test]
     fn generated_objects_parse_completely_and_route_like_the_manifest_says() {
         let options = GenOptions {
@@ -417,14 +429,7 @@ mod tests {
             late_percent: 20,
             ..Default::default()
         };
-        let transform = TransformOptions {
-            layout: Layout::Sharded {
-                prefix: "t_".into(),
-            },
-            batch_bytes: 64 * 1024,
-            max_line_bytes: 64 * 1024,
-            plain_fields: None,
-        };
+        let transform = transform_options();
         let mut manifest = Manifest::default();
         let mut counter = Counter::default();
         for i in 0..options.objects {
@@ -464,14 +469,7 @@ mod tests {
             prefix: "cf/".into(),
             ..Default::default()
         };
-        let transform = TransformOptions {
-            layout: Layout::Sharded {
-                prefix: "t_".into(),
-            },
-            batch_bytes: 64 * 1024,
-            max_line_bytes: 64 * 1024,
-            plain_fields: None,
-        };
+        let transform = transform_options();
         let mut gz = Vec::new();
         let legacy = write_object(&options, 4, &mut gz).unwrap();
         let mut text = Counter::default();
