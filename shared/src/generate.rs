@@ -202,6 +202,28 @@ pub async fn upload(
     upload_with_progress(s3, bucket, options, |_| {}).await
 }
 
+/// Puts one generated object, the error naming where it was going.
+pub async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "uploading s3://{bucket}/{key}: {}",
+                crate::bigquery::auth::aws_error(&e)
+            )
+        })
+}
+
 /// [`upload`], calling `progress` after each object with the number uploaded so far.
 pub async fn upload_with_progress(
     s3: &aws_sdk_s3::Client,
@@ -213,19 +235,7 @@ pub async fn upload_with_progress(
     for index in 0..options.objects {
         let mut body = Vec::new();
         let object = write_object(options, index, &mut body).map_err(|e| e.to_string())?;
-        s3.put_object()
-            .bucket(bucket)
-            .key(&object.key)
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "uploading s3://{bucket}/{}: {}",
-                    object.key,
-                    crate::bigquery::auth::aws_error(&e)
-                )
-            })?;
+        put_object(s3, bucket, &object.key, body).await?;
         manifest.add(object);
         progress(manifest.objects.len() as u64);
     }

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use shared::generate::{
-    object_key, upload_with_progress, write_object, write_v2_parquet_object, GenOptions, Manifest,
+    object_key, put_object, upload_with_progress, write_object, write_v2_parquet_object,
+    GenOptions, Manifest,
 };
 use shared::route::IsoDate;
 
@@ -72,19 +73,7 @@ pub async fn run(args: Args) -> CliResult {
                 upload_with_progress(&s3, bucket, &options, |n| bar.set_position(n)).await?;
             for index in options.objects..options.objects + parquet_objects {
                 let (object, body) = write_v2_parquet_object(&options, index)?;
-                s3.put_object()
-                    .bucket(bucket)
-                    .key(&object.key)
-                    .body(body.into())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "uploading s3://{bucket}/{}: {}",
-                            object.key,
-                            shared::bigquery::auth::aws_error(&e)
-                        )
-                    })?;
+                put_object(&s3, bucket, &object.key, body).await?;
                 manifest.add(object);
                 bar.inc(1);
             }
