@@ -165,22 +165,8 @@ pub fn write_v2_parquet_object(
     let mut manifest = write_object(options, index, &mut gz)?;
     let mut text = String::new();
     flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text)?;
-    let rows: Vec<Vec<Option<String>>> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            l.split('\t')
-                .map(|v| (v != "-").then(|| v.to_string()))
-                .collect()
-        })
-        .collect();
-    let names: Vec<String> = LOG_FIELDS[..LEGACY_FIELDS]
-        .iter()
-        .map(|f| crate::cloudfront::fields::underscored(f.log_name))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let body =
-        crate::cloudfront::parquet::write_parquet(&names, &rows, 1000).map_err(io::Error::other)?;
+    let body = crate::cloudfront::parquet::legacy_text_as_parquet(&text, 1000)
+        .map_err(io::Error::other)?;
     let (_, date, hour) = object_key(options, index);
     let (y, m, d) = crate::cloudfront::parse::civil_from_days(date);
     let unique = format!("{:08x}", splitmix(options.seed ^ index as u64) as u32);

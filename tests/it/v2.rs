@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use cf2bq_tests::Harness;
 use flate2::read::MultiGzDecoder;
-use shared::cloudfront::parquet::{read_parquet, write_parquet, ParquetItem};
+use shared::cloudfront::parquet::{
+    legacy_text_as_parquet, read_parquet, write_parquet, ParquetItem,
+};
 use shared::cloudfront::{fields, Item, LogReader, Row, LEGACY_FIELDS, LOG_FIELDS};
 use shared::source::LogObject;
 
@@ -55,23 +57,8 @@ fn parquet_33() -> Vec<u8> {
     MultiGzDecoder::new(std::fs::File::open(corpus("header-33.log.gz")).unwrap())
         .read_to_end(&mut text)
         .unwrap();
-    let text = String::from_utf8(text).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    let rows: Vec<Vec<Option<String>>> = lines
-        .iter()
-        .map(|l| {
-            l.split('\t')
-                .map(|v| (v != "-").then(|| v.to_string()))
-                .collect()
-        })
-        .collect();
-    let names: Vec<String> = LOG_FIELDS[..LEGACY_FIELDS]
-        .iter()
-        .map(|f| fields::underscored(f.log_name))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     // One row a row group: the reader goes group by group.
-    write_parquet(&names, &rows, 1).unwrap()
+    legacy_text_as_parquet(&String::from_utf8(text).unwrap(), 1).unwrap()
 }
 
 fn read_parquet_rows(file: Vec<u8>) -> Vec<Vec<String>> {

@@ -319,6 +319,29 @@ impl<S: RangeSource> Read for RangedRead<S> {
     }
 }
 
+/// Legacy log text (TAB-separated, all 33 fields, `#` lines skipped) as the same requests in
+/// v2 Parquet: columns named as AWS documents them, values as logged (`-` is null).
+pub fn legacy_text_as_parquet(
+    text: &str,
+    rows_per_group: usize,
+) -> parquet::errors::Result<Vec<u8>> {
+    let rows: Vec<Vec<Option<String>>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.split('\t')
+                .map(|v| (v != "-").then(|| v.to_string()))
+                .collect()
+        })
+        .collect();
+    let names: Vec<String> = super::LOG_FIELDS[..super::LEGACY_FIELDS]
+        .iter()
+        .map(|f| super::fields::underscored(f.log_name))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    write_parquet(&names, &rows, rows_per_group)
+}
+
 /// Writes string-typed rows as Parquet the way AWS documents the v2 output (one OPTIONAL
 /// UTF8 column per field, named as given; `None` is null), `rows_per_group` rows to a row
 /// group, Snappy-compressed. For tests, the corpus and `cf2bq gen`.
