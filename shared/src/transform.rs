@@ -2,6 +2,7 @@
 //! own date → Storage Write batches per table, plus rejected lines. Runs on a blocking thread;
 //! the ingest pipeline and the benchmark drive the same code.
 
+mod direct;
 mod parallel;
 mod split;
 #[cfg(test)]

@@ -62,6 +62,17 @@ impl RowEncoder {
         self
     }
 
+    /// Whether privacy controls change rows before they are encoded.
+    pub(crate) fn has_privacy(&self) -> bool {
+        self.privacy.is_some()
+    }
+
+    /// The encoded `source_object` and `ingest_time` columns (key, length, bytes), the same
+    /// for every row of the object.
+    pub(crate) fn lineage(&self) -> (&[u8], &[u8]) {
+        (&self.source_object, &self.ingest_time)
+    }
+
     /// Appends the encoded row to `out`.
     pub fn encode(&self, row: &Row<'_>, line_no: u64, out: &mut Vec<u8>) {
         // Every string of the row plus each column's key, length or number: one reserve,
@@ -120,9 +131,15 @@ fn put_value(tag: u32, value: Value<'_>, out: &mut Vec<u8>) {
 
 #[inline(always)]
 pub(crate) fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
+    put_bytes(tag, s.as_bytes(), out)
+}
+
+/// A string column from bytes known to be UTF-8.
+#[inline(always)]
+pub(crate) fn put_bytes(tag: u32, s: &[u8], out: &mut Vec<u8>) {
     put_varint(u64::from(tag << 3 | LEN), out);
     put_varint(s.len() as u64, out);
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 /// Varint of the two's-complement value: how protobuf encodes int32 and int64 alike.

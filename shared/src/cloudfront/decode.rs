@@ -34,50 +34,104 @@ pub enum Decoded {
 pub struct Scratch {
     first: Vec<u8>,
     second: Vec<u8>,
+    /// What [`decode`] hands on as text.
+    decoded: Vec<u8>,
 }
 
 /// Decodes `value` by `encoding`, appending the result to `out` unless it is unchanged.
 pub fn decode(value: &str, encoding: Encoding, out: &mut String, scratch: &mut Scratch) -> Decoded {
-    let Scratch { first, second } = scratch;
+    let Scratch {
+        first,
+        second,
+        decoded,
+    } = scratch;
+    decoded.clear();
+    let result = decode_layers(value.as_bytes(), encoding, decoded, first, second);
+    if result != Decoded::Unchanged {
+        // Always UTF-8 (see `decode_bytes`); checked here rather than assumed.
+        match std::str::from_utf8(decoded) {
+            Ok(text) => out.push_str(text),
+            Err(_) => return Decoded::Unchanged,
+        }
+    }
+    result
+}
+
+/// Like [`decode`] on bytes: `value` must be valid UTF-8, and then what is appended to `out`
+/// is too. Only a decoded byte of 0x80 or more can break UTF-8, so only a layer that has one
+/// is checked: most values are decoded without looking at them twice.
+pub fn decode_bytes(
+    value: &[u8],
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Decoded {
+    decode_layers(
+        value,
+        encoding,
+        out,
+        &mut scratch.first,
+        &mut scratch.second,
+    )
+}
+
+fn decode_layers(
+    value: &[u8],
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+    first: &mut Vec<u8>,
+    second: &mut Vec<u8>,
+) -> Decoded {
+    let valid =
+        |layer: &[u8], escapes| escapes != Escapes::NonAscii || std::str::from_utf8(layer).is_ok();
     first.clear();
-    if !percent_decode_into(value.as_bytes(), first) {
+    let escapes = percent_decode_into(value, first);
+    if escapes == Escapes::None || !valid(first, escapes) {
         return Decoded::Unchanged;
     }
-    let Ok(first_text) = std::str::from_utf8(first) else {
-        return Decoded::Unchanged;
-    };
     if encoding == Encoding::UpToTwoLayers {
         second.clear();
-        if !percent_decode_into(first, second) {
-            out.push_str(first_text);
+        let escapes = percent_decode_into(first, second);
+        if escapes == Escapes::None {
+            out.extend_from_slice(first);
             return Decoded::OneLayer;
         }
-        if let Ok(text) = std::str::from_utf8(second) {
-            out.push_str(text);
+        if valid(second, escapes) {
+            out.extend_from_slice(second);
             return Decoded::TwoLayers;
         }
         // The second layer would be invalid UTF-8: stop after one layer.
     }
-    out.push_str(first_text);
+    out.extend_from_slice(first);
     Decoded::OneLayer
+}
+
+/// What one layer of decoding found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    None,
+    /// Every escape gave a byte below 0x80: UTF-8 in gives UTF-8 out.
+    Ascii,
+    /// Some escape gave a byte of 0x80 or more, which may not be valid UTF-8.
+    NonAscii,
 }
 
 /// `%` in every byte of a word.
 const PERCENTS: u64 = 0x2525_2525_2525_2525;
 
-/// Removes one layer of percent-encoding, appending to `out`; false when `input` holds no
-/// `%XX` escape (two hex digits). A `%` not followed by two hex digits is kept as is.
+/// Removes one layer of percent-encoding, appending to `out`, and says what escapes (`%XX`,
+/// two hex digits) it found. A `%` not followed by two hex digits is kept as is.
 ///
 /// One pass, eight bytes at a time in plain integer registers: a word is copied whole, then
 /// the output advances only to its first `%` (encoded User-Agents hold an escape every few
 /// bytes, so neither a search call per escape nor a test per byte is cheap).
-fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> bool {
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
     let start = out.len();
     // Room for a whole word written at the last output position.
     out.resize(start + input.len() + 8, 0);
     let buf = &mut out[start..];
     let (mut i, mut j) = (0, 0);
-    let mut escaped = false;
+    let (mut escaped, mut high) = (false, 0u8);
     while i < input.len() {
         if let Some(word) = input.get(i..i + 8) {
             let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
@@ -106,6 +160,7 @@ fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> bool {
                 buf[j] = byte;
                 i += 3;
                 escaped = true;
+                high |= byte;
             }
             None => {
                 buf[j] = b'%';
@@ -115,7 +170,11 @@ fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> bool {
         j += 1;
     }
     out.truncate(start + j);
-    escaped
+    match (escaped, high >= 0x80) {
+        (false, _) => Escapes::None,
+        (true, false) => Escapes::Ascii,
+        (true, true) => Escapes::NonAscii,
+    }
 }
 
 #[inline]
@@ -225,7 +284,14 @@ mod tests {
             let escaped = percent_decode_into(input, &mut out);
             let expected = reference(input);
             assert_eq!(&out[1..], expected, "{:?}", String::from_utf8_lossy(input));
-            assert_eq!(escaped, expected.len() < input.len(), "{input:?}");
+            // The inputs are ASCII, so a high byte out came from an escape.
+            let high = expected.iter().any(|&b| b >= 0x80);
+            assert_eq!(
+                escaped != Escapes::None,
+                expected.len() < input.len(),
+                "{input:?}"
+            );
+            assert_eq!(escaped == Escapes::NonAscii, high, "{input:?}");
         };
         for len in 0..9 {
             for n in 0..alphabet.len().pow(len as u32).min(20_000) {

@@ -95,6 +95,11 @@ impl Header {
         self.columns.is_empty()
     }
 
+    /// The columns, in the file's order.
+    pub(crate) fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
     /// Names of fields this version does not know (kept in `extra_fields`).
     pub fn unknown_fields(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().filter_map(|c| match c {
@@ -316,7 +321,7 @@ impl RowBuilder {
 }
 
 /// The delimiters a v2 delivery may be set to that we recognise, TAB (the default) first.
-const DELIMITERS: [u8; 5] = [b'\t', b' ', b',', b'|', b';'];
+pub(crate) const DELIMITERS: [u8; 5] = [b'\t', b' ', b',', b'|', b';'];
 
 /// Parses data lines of one file. Reuse it for every line: its buffers are kept.
 #[derive(Debug)]
@@ -347,6 +352,11 @@ impl LineParser {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The file's delimiter, once a line has fixed it.
+    pub fn delimiter(&self) -> Option<u8> {
+        self.delimiter
     }
 
     /// The delimiter `line` would fix for the file if [`parse`](Self::parse) met it first
@@ -423,7 +433,7 @@ impl LineParser {
 /// Positions of the delimiters of a line, found eight bytes at a time in plain integer
 /// registers (SWAR): fields average a dozen bytes, so a search call per field costs more
 /// than the search itself.
-struct Delimiters<'a> {
+pub(crate) struct Delimiters<'a> {
     bytes: &'a [u8],
     /// The delimiter in every byte of a word.
     splat: u64,
@@ -434,7 +444,7 @@ struct Delimiters<'a> {
 }
 
 impl<'a> Delimiters<'a> {
-    fn new(bytes: &'a [u8], delimiter: u8) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], delimiter: u8) -> Self {
         Delimiters {
             bytes,
             splat: u64::from(delimiter) * 0x0101_0101_0101_0101,
@@ -447,7 +457,7 @@ impl<'a> Delimiters<'a> {
 impl Iterator for Delimiters<'_> {
     type Item = usize;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.mask == 0 {
             let start = self.next_word;
@@ -472,14 +482,14 @@ impl Iterator for Delimiters<'_> {
 /// The high bit of every byte of `word` equal to the byte `splat` repeats, exactly (no
 /// carries between bytes).
 #[inline]
-pub(super) fn matching_bytes(word: u64, splat: u64) -> u64 {
+pub(crate) fn matching_bytes(word: u64, splat: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = word ^ splat;
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
 /// Adds `"name":value` to a JSON object being built in `json`, opening it if needed.
-fn push_json_member(json: &mut String, name: &str, value: Option<&str>) {
+pub(crate) fn push_json_member(json: &mut String, name: &str, value: Option<&str>) {
     json.push(if json.is_empty() { '{' } else { ',' });
     push_json_string(json, name);
     json.push(':');
@@ -559,32 +569,36 @@ fn parse_field(
     Ok((slot, Decoded::Unchanged))
 }
 
-/// Decimal integer, optional leading `-`, no overflow. `000` is 0.
-pub fn parse_int(text: &str) -> Option<i64> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+/// Decimal integer, optional leading `-`, no overflow. `000` is 0. (Text or bytes: the
+/// direct encoder reads fields as bytes.)
+pub fn parse_int<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<i64> {
+    let text = text.as_ref();
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
     };
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let magnitude = digits.bytes().try_fold(0i64, |acc, b| {
+    let magnitude = digits.iter().try_fold(0i64, |acc, &b| {
         acc.checked_mul(10)?.checked_add(i64::from(b - b'0'))
     })?;
     Some(if negative { -magnitude } else { magnitude })
 }
 
 /// A finite decimal number such as `0.002` (no `inf`, `nan` or exponent tricks).
-pub fn parse_float(text: &str) -> Option<f64> {
-    if let Some(v) = parse_short_decimal(text.as_bytes()) {
+pub fn parse_float<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<f64> {
+    let bytes = text.as_ref();
+    if let Some(v) = parse_short_decimal(bytes) {
         return Some(v);
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_digit() || b == b'.' || b == b'-')
     {
         return None;
     }
+    let text = std::str::from_utf8(bytes).ok()?;
     text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
@@ -650,8 +664,8 @@ fn parse_short_decimal(b: &[u8]) -> Option<f64> {
 }
 
 /// `YYYY-MM-DD` → days since 1970-01-01.
-pub fn parse_date(text: &str) -> Option<i32> {
-    let b = text.as_bytes();
+pub fn parse_date<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<i32> {
+    let b = text.as_ref();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -665,8 +679,8 @@ pub fn parse_date(text: &str) -> Option<i32> {
 }
 
 /// `HH:MM:SS` → seconds since midnight.
-pub fn parse_time(text: &str) -> Option<u32> {
-    let b = text.as_bytes();
+pub fn parse_time<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<u32> {
+    let b = text.as_ref();
     if b.len() != 8 || b[2] != b':' || b[5] != b':' {
         return None;
     }

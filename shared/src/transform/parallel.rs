@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
 
+use super::direct::{DirectEncoder, Written};
 use super::split::{Chunk, Mode, Piece, Splitter};
 use super::{
     BatchSink, Batcher, RejectedLine, TransformError, TransformOptions, TransformStats,
@@ -131,8 +132,48 @@ fn parse_worker(
 /// A worker's parsers, kept from chunk to chunk while the mode stays the same.
 #[derive(Default)]
 struct Parsers {
-    w3c: Option<(Arc<Header>, Option<u8>, LineParser)>,
+    w3c: Option<W3cParsers>,
     json: Option<JsonParser>,
+}
+
+/// The parsers of one `#Fields` header and delimiter.
+struct W3cParsers {
+    header: Arc<Header>,
+    delimiter: Option<u8>,
+    /// Every line the direct encoder does not take.
+    parser: LineParser,
+    /// Once the file's delimiter is known, if the header allows it (see [`direct`](super::direct)).
+    direct: Option<DirectEncoder>,
+    direct_tried: bool,
+}
+
+impl W3cParsers {
+    fn new(header: &Arc<Header>, delimiter: Option<u8>) -> Self {
+        W3cParsers {
+            header: header.clone(),
+            delimiter,
+            parser: LineParser::with_delimiter((**header).clone(), delimiter),
+            direct: None,
+            direct_tried: false,
+        }
+    }
+
+    /// Writes the line's row straight into `out` if the direct encoder takes it.
+    fn encode_directly(
+        &mut self,
+        line: &[u8],
+        line_no: u64,
+        encoder: &RowEncoder,
+        out: &mut Vec<u8>,
+    ) -> Option<Written> {
+        if !self.direct_tried {
+            // The delimiter may be found only by an earlier line of this chunk.
+            let delimiter = self.parser.delimiter()?;
+            self.direct = DirectEncoder::new(&self.header, delimiter, encoder);
+            self.direct_tried = true;
+        }
+        self.direct.as_mut()?.encode(line, line_no, out)
+    }
 }
 
 /// Parses and encodes the lines of one chunk, item for item as
@@ -185,13 +226,18 @@ fn parse_chunk(
                 let current = parsers
                     .w3c
                     .as_ref()
-                    .is_some_and(|(h, d, _)| Arc::ptr_eq(h, header) && *d == *delimiter);
+                    .is_some_and(|w| Arc::ptr_eq(&w.header, header) && w.delimiter == *delimiter);
                 if !current {
-                    let parser = LineParser::with_delimiter((**header).clone(), *delimiter);
-                    parsers.w3c = Some((header.clone(), *delimiter, parser));
+                    parsers.w3c = Some(W3cParsers::new(header, *delimiter));
                 }
-                let (_, _, parser) = parsers.w3c.as_mut().expect("set above");
-                parser.parse(kept)
+                let w3c = parsers.w3c.as_mut().expect("set above");
+                if let Some(row) = w3c.encode_directly(kept, line_no, encoder, &mut out.encoded) {
+                    out.stats.rows += 1;
+                    out.latest = out.latest.max(Some(row.micros));
+                    out.rows.push((row.date, out.encoded.len()));
+                    continue;
+                }
+                w3c.parser.parse(kept)
             }
         };
         match parsed {

@@ -1,0 +1,501 @@
+//! The common log line straight to its encoded row, in one pass: each field is parsed and
+//! written as its protobuf column at once, with no typed row in between. This is where most
+//! of the transform's CPU goes, and the general path ([`LineParser`] then [`RowEncoder`])
+//! spends half of it storing every value and dispatching on it twice.
+//!
+//! It writes exactly the bytes the general path writes, so it takes only what it can write in
+//! table order as it reads: a header of known fields in catalog order that starts with `date`
+//! and `time` (every legacy file and the default v2 W3C fields), and no privacy controls.
+//! Anything unusual on a line (a `-` date, a value that does not parse, a wrong column count,
+//! invalid UTF-8) gives `None` and nothing written; the caller then parses that line the
+//! general way, which also words the error. Tests hold the two to the same bytes.
+//!
+//! [`LineParser`]: crate::cloudfront::LineParser
+
+use crate::bigquery::encode::{put_bytes, put_int, put_str, put_varint, RowEncoder};
+use crate::bigquery::schema::{columns, Source};
+use crate::cloudfront::decode::{decode_bytes, Decoded, Scratch};
+use crate::cloudfront::fields::{FieldId, FieldKind, DATE, LEGACY_FIELDS, LOG_FIELDS, TIME};
+use crate::cloudfront::parse::{
+    parse_date, parse_epoch, parse_float, parse_int, parse_time, push_json_member, Column,
+    Delimiters,
+};
+use crate::cloudfront::Header;
+
+/// What routes a row written by [`DirectEncoder::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Written {
+    /// The request's date, days since the epoch.
+    pub date: i32,
+    /// The request time, microseconds since the epoch.
+    pub micros: i64,
+}
+
+/// One column after `date` and `time`, with its protobuf field number.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    id: FieldId,
+    kind: FieldKind,
+    tag: u32,
+}
+
+/// Writes the lines of one header and delimiter. Reuse it for every line: its buffers are kept.
+#[derive(Debug)]
+pub(super) struct DirectEncoder {
+    delimiter: u8,
+    /// The header's columns after `date` and `time`.
+    fields: Vec<Field>,
+    /// Index into `fields` of the first field of standard logging v2, which comes after the
+    /// lineage columns in table order (`fields.len()` when there is none).
+    v2_from: usize,
+    date_tag: u32,
+    time_tag: u32,
+    request_time_tag: u32,
+    raw_tag: u32,
+    line_tag: u32,
+    source_object: Vec<u8>,
+    ingest_time: Vec<u8>,
+    decoded: Vec<u8>,
+    tmp: Scratch,
+    /// `raw_fields` of the current line.
+    raw: String,
+}
+
+/// The field number of a column.
+fn tag(source: Source) -> u32 {
+    columns()
+        .iter()
+        .position(|c| c.source == source)
+        .expect("every source has a column") as u32
+        + 1
+}
+
+impl DirectEncoder {
+    /// An encoder for lines of `header` split by `delimiter`, or `None` when the header or
+    /// the encoder's settings need the general path.
+    pub(super) fn new(header: &Header, delimiter: u8, encoder: &RowEncoder) -> Option<Self> {
+        if encoder.has_privacy() {
+            return None;
+        }
+        let mut known = header.columns().iter().map(|column| match column {
+            Column::Known(id, kind) => Some((*id, *kind)),
+            Column::Unknown(_) => None,
+        });
+        if known.next()? != Some((DATE, FieldKind::Date))
+            || known.next()? != Some((TIME, FieldKind::Time))
+        {
+            return None;
+        }
+        let mut fields: Vec<Field> = Vec::with_capacity(header.len());
+        for column in known {
+            let (id, kind) = column?;
+            let in_order = fields.last().map_or(id > TIME, |last| id > last.id);
+            if !in_order || matches!(kind, FieldKind::Date | FieldKind::Time) {
+                return None;
+            }
+            let tag = tag(Source::Field(id));
+            fields.push(Field { id, kind, tag });
+        }
+        let (source_object, ingest_time) = encoder.lineage();
+        Some(DirectEncoder {
+            delimiter,
+            v2_from: fields
+                .iter()
+                .position(|f| f.id >= LEGACY_FIELDS)
+                .unwrap_or(fields.len()),
+            fields,
+            date_tag: tag(Source::Field(DATE)),
+            time_tag: tag(Source::Field(TIME)),
+            request_time_tag: tag(Source::RequestTime),
+            raw_tag: tag(Source::RawFields),
+            line_tag: tag(Source::SourceLine),
+            source_object: source_object.to_vec(),
+            ingest_time: ingest_time.to_vec(),
+            decoded: Vec::new(),
+            tmp: Scratch::default(),
+            raw: String::new(),
+        })
+    }
+
+    /// Appends the encoded row of `line` (without its line end) to `out`; `None`, with `out`
+    /// as it was, when the line needs the general path.
+    pub(super) fn encode(
+        &mut self,
+        line: &[u8],
+        line_no: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<Written> {
+        let start = out.len();
+        let written = self.write(line, line_no, out);
+        if written.is_none() {
+            out.truncate(start);
+        }
+        written
+    }
+
+    fn write(&mut self, line: &[u8], line_no: u64, out: &mut Vec<u8>) -> Option<Written> {
+        // Fields are split at ASCII delimiters, so once the whole line is valid UTF-8 each of
+        // them is too, and they can stay bytes.
+        std::str::from_utf8(line).ok()?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // Strings shrink when decoded and `raw_fields` repeats at most the whole line, so
+        // twice the line plus room for every key, number and the lineage is enough.
+        out.reserve(
+            2 * line.len()
+                + 16 * (self.fields.len() + 8)
+                + self.source_object.len()
+                + self.ingest_time.len(),
+        );
+        self.raw.clear();
+        let mut fields = Fields::new(line, self.delimiter);
+
+        let date_text = fields.next()?;
+        let date = parse_date(date_text)?;
+        let time_text = fields.next()?;
+        let seconds = parse_time(time_text)?;
+        let micros = (i64::from(date) * 86_400 + i64::from(seconds)) * 1_000_000;
+        put_int(self.date_tag, i64::from(date), out);
+        put_bytes(self.time_tag, time_text, out);
+        put_int(self.request_time_tag, micros, out);
+
+        for i in 0..self.fields.len() {
+            let field = self.fields[i];
+            if i == self.v2_from {
+                self.write_lineage(line_no, out);
+            }
+            let text = fields.next()?;
+            if text == b"-" || text.is_empty() {
+                continue;
+            }
+            match field.kind {
+                FieldKind::Text => put_bytes(field.tag, text, out),
+                FieldKind::Encoded(encoding) => {
+                    self.decoded.clear();
+                    match decode_bytes(text, encoding, &mut self.decoded, &mut self.tmp) {
+                        Decoded::Unchanged => put_bytes(field.tag, text, out),
+                        Decoded::OneLayer => put_bytes(field.tag, &self.decoded, out),
+                        Decoded::TwoLayers => {
+                            put_bytes(field.tag, &self.decoded, out);
+                            let column = LOG_FIELDS[field.id].column;
+                            let text = std::str::from_utf8(text).ok()?;
+                            push_json_member(&mut self.raw, column, Some(text));
+                        }
+                    }
+                }
+                FieldKind::Int => put_int(field.tag, parse_int(text)?, out),
+                FieldKind::Float => {
+                    put_varint(u64::from(field.tag << 3 | 1), out);
+                    out.extend_from_slice(&parse_float(text)?.to_le_bytes());
+                }
+                FieldKind::EpochMillis | FieldKind::EpochSeconds => {
+                    let text = std::str::from_utf8(text).ok()?;
+                    put_int(field.tag, parse_epoch(text, field.kind)?, out)
+                }
+                // Excluded by `new`.
+                FieldKind::Date | FieldKind::Time => return None,
+            }
+        }
+        if self.v2_from == self.fields.len() {
+            self.write_lineage(line_no, out);
+        }
+        fields.ends_well().then_some(Written { date, micros })
+    }
+
+    /// `raw_fields`, `source_object`, `source_line` and `ingest_time`: the columns between
+    /// the legacy fields and the v2 ones (`extra_fields` is always empty here).
+    fn write_lineage(&mut self, line_no: u64, out: &mut Vec<u8>) {
+        if !self.raw.is_empty() {
+            self.raw.push('}');
+            put_str(self.raw_tag, &self.raw, out);
+        }
+        out.extend_from_slice(&self.source_object);
+        put_int(self.line_tag, line_no as i64, out);
+        out.extend_from_slice(&self.ingest_time);
+    }
+}
+
+/// The fields of one line, in order, found eight bytes at a time as they are asked for
+/// (finding them all first, without a branch per delimiter, measured slower).
+struct Fields<'a> {
+    line: &'a [u8],
+    delimiters: Delimiters<'a>,
+    start: usize,
+    /// The line's last field has been handed out.
+    done: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a [u8], delimiter: u8) -> Self {
+        Fields {
+            line,
+            delimiters: Delimiters::new(line, delimiter),
+            start: 0,
+            done: false,
+        }
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.done {
+            return None;
+        }
+        let end = self.delimiters.next().unwrap_or(self.line.len());
+        self.done = end == self.line.len();
+        let field = &self.line[self.start..end];
+        self.start = end + 1;
+        Some(field)
+    }
+
+    /// After the header's columns: the line ends here, or with one more delimiter (an empty
+    /// extra column, normal in CloudFront files).
+    fn ends_well(mut self) -> bool {
+        if self.done {
+            return true;
+        }
+        let extra = self.next();
+        extra == Some(b"") && self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloudfront::LineParser;
+    use crate::privacy::{IpPrivacy, Privacy};
+    use std::io::Read;
+
+    const LEGACY: &str = "date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem \
+        sc-status cs(Referer) cs(User-Agent) cs-uri-query cs(Cookie) x-edge-result-type \
+        x-edge-request-id x-host-header cs-protocol cs-bytes time-taken x-forwarded-for \
+        ssl-protocol ssl-cipher x-edge-response-result-type cs-protocol-version fle-status \
+        fle-encrypted-fields c-port time-to-first-byte x-edge-detailed-result-type \
+        sc-content-type sc-content-len sc-range-start sc-range-end";
+
+    fn encoder() -> RowEncoder {
+        RowEncoder::new("s3://bucket/key.gz", 1_700_000_000_000_000)
+    }
+
+    /// The general path's row for `line`, if it makes one.
+    fn general(
+        header: &Header,
+        delimiter: u8,
+        line: &[u8],
+        line_no: u64,
+    ) -> Option<(Vec<u8>, Written)> {
+        let mut parser = LineParser::with_delimiter(header.clone(), Some(delimiter));
+        let row = parser.parse(line).ok()?;
+        let mut out = Vec::new();
+        encoder().encode(&row, line_no, &mut out);
+        let written = Written {
+            date: row.date,
+            micros: row.timestamp_micros(),
+        };
+        Some((out, written))
+    }
+
+    /// Runs `line` through the direct encoder after some earlier output: a line it takes must
+    /// be the general path's row byte for byte; one it leaves must leave the output as it was.
+    /// Returns whether it took the line.
+    fn check(direct: &mut DirectEncoder, header: &Header, delimiter: u8, line: &[u8]) -> bool {
+        let mut out = b"earlier rows".to_vec();
+        let written = direct.encode(line, 7, &mut out);
+        let line_text = String::from_utf8_lossy(line);
+        match written {
+            Some(written) => {
+                let (row, expected) = general(header, delimiter, line, 7).unwrap_or_else(|| {
+                    panic!("the general path refuses a line taken: {line_text}")
+                });
+                assert_eq!(&out[..12], b"earlier rows");
+                assert_eq!(&out[12..], row.as_slice(), "{line_text}");
+                assert_eq!(written, expected, "{line_text}");
+                true
+            }
+            None => {
+                assert_eq!(out, b"earlier rows", "{line_text}");
+                false
+            }
+        }
+    }
+
+    fn legacy() -> (Header, DirectEncoder) {
+        let header = Header::parse(LEGACY).unwrap();
+        let direct = DirectEncoder::new(&header, b'\t', &encoder()).expect("legacy fields");
+        (header, direct)
+    }
+
+    fn legacy_line(fields: &[(usize, &str)]) -> Vec<u8> {
+        let mut values = vec![
+            "2026-01-10",
+            "10:15:21",
+            "ICN1",
+            "512",
+            "203.0.113.10",
+            "GET",
+            "d111111abcdef8.cloudfront.net",
+            "/live/a%2520b.m3u8",
+            "200",
+            "https://www.example.com/?q=a%2520b",
+            "Mozilla/5.0%2520(Windows%2520NT%252010.0)",
+            "channel_id=1001&name=caf%25C3%25A9",
+            "-",
+            "Hit",
+            "AbCdEf1234567890==",
+            "www.example.com",
+            "https",
+            "34",
+            "0.002",
+            "-",
+            "TLSv1.2",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "Hit",
+            "HTTP/2.0",
+            "-",
+            "-",
+            "50432",
+            "0.001",
+            "Hit",
+            "application/vnd.apple.mpegurl",
+            "512",
+            "-",
+            "-",
+        ];
+        for &(i, value) in fields {
+            values[i] = value;
+        }
+        values.join("\t").into_bytes()
+    }
+
+    #[test]
+    fn ordinary_lines_are_taken_and_written_as_the_general_path_writes_them() {
+        let (header, mut direct) = legacy();
+        let taken = [
+            legacy_line(&[]),
+            // Decoded once, twice (kept raw), not at all (invalid UTF-8 after a layer).
+            legacy_line(&[(10, "curl/8.5.0%20(x86_64)")]),
+            legacy_line(&[(9, "caf%25C3%25A9"), (10, "Mozilla/5.0%2520(X)")]),
+            legacy_line(&[(10, "abc%FFdef"), (7, "/x%25FF")]),
+            legacy_line(&[(11, "100%"), (10, "%zz%41")]),
+            // Nulls, empty values, negative and large numbers, long floats.
+            legacy_line(&[(3, "-"), (4, ""), (26, "-7"), (18, "10.123456789012345678")]),
+            legacy_line(&[(30, "9223372036854775807"), (27, "0.0000001")]),
+            // Non-ASCII text, quotes and backslashes in a value kept raw.
+            legacy_line(&[(14, "é\"\\"), (9, "%2522q%255C")]),
+            // A trailing delimiter and a CR before the line end.
+            [legacy_line(&[]), b"\t".to_vec()].concat(),
+            [legacy_line(&[]), b"\r".to_vec()].concat(),
+        ];
+        for line in &taken {
+            assert!(
+                check(&mut direct, &header, b'\t', line),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn unusual_lines_are_left_to_the_general_path() {
+        let (header, mut direct) = legacy();
+        let left = [
+            // Undated, misdated or badly timed: the general path words the error.
+            legacy_line(&[(0, "-")]),
+            legacy_line(&[(0, "2026-02-30")]),
+            legacy_line(&[(1, "24:00:00")]),
+            // Values that do not parse.
+            legacy_line(&[(3, "12x")]),
+            legacy_line(&[(18, "fast")]),
+            legacy_line(&[(30, "99999999999999999999")]),
+            // Too few and too many columns, two trailing delimiters.
+            legacy_line(&[])[..40].to_vec(),
+            [legacy_line(&[]), b"\textra".to_vec()].concat(),
+            [legacy_line(&[]), b"\t\t".to_vec()].concat(),
+            // Invalid UTF-8 anywhere.
+            legacy_line(&[(5, "G\u{FFFD}T")])
+                .into_iter()
+                .map(|b| if b == 0xEF { 0xFF } else { b })
+                .collect(),
+            Vec::new(),
+        ];
+        for line in &left {
+            assert!(
+                !check(&mut direct, &header, b'\t', line),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // A line it left does not disturb the next one.
+        assert!(check(&mut direct, &header, b'\t', &legacy_line(&[])));
+    }
+
+    #[test]
+    fn v2_fields_follow_the_lineage_columns_and_other_delimiters_work() {
+        let header = Header::parse(
+            "date|time|c-ip|sc-status|cs(User-Agent)|timestamp(ms)|c-country|asn|origin-fbl",
+        )
+        .unwrap();
+        let mut direct = DirectEncoder::new(&header, b'|', &encoder()).expect("in catalog order");
+        for line in [
+            "2026-01-10|10:15:21|203.0.113.10|200|Mozilla/5.0%2520(X)|1768040121000|KR|4766|0.25",
+            "2026-01-10|10:15:21|-|-|-|-|-|-|-",
+            "2026-01-10|10:15:21|203.0.113.10|200|a|1768040121000|KR|4766|0.25|",
+        ] {
+            assert!(check(&mut direct, &header, b'|', line.as_bytes()), "{line}");
+        }
+        assert!(!check(
+            &mut direct,
+            &header,
+            b'|',
+            b"2026-01-10|10:15:21|x|200|y|12.5|KR|1|0"
+        ));
+    }
+
+    #[test]
+    fn headers_it_cannot_write_in_table_order_and_privacy_go_the_general_way() {
+        for fields in [
+            "time date c-ip",
+            "date c-ip time",
+            "timestamp(ms) c-ip",
+            "date time sc-status c-ip",
+            "date time c-ip x-future-field",
+        ] {
+            let header = Header::parse(fields).unwrap();
+            assert!(
+                DirectEncoder::new(&header, b' ', &encoder()).is_none(),
+                "{fields}"
+            );
+        }
+        let header = Header::parse(LEGACY).unwrap();
+        let private = encoder().with_privacy(&Privacy {
+            drop_cookies: true,
+            ip: IpPrivacy::Keep,
+        });
+        assert!(DirectEncoder::new(&header, b'\t', &private).is_none());
+    }
+
+    #[test]
+    fn corpus_lines_are_taken_or_left_and_never_written_differently() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+        let mut taken = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut text = Vec::new();
+            let gz = std::fs::read(&path).unwrap();
+            if flate2::read::MultiGzDecoder::new(&gz[..])
+                .read_to_end(&mut text)
+                .is_err()
+            {
+                continue;
+            }
+            let mut current: Option<(Header, DirectEncoder)> = None;
+            for line in text.split(|&b| b == b'\n') {
+                if let Some(fields) = line.strip_prefix(b"#Fields:") {
+                    let header = Header::parse(&String::from_utf8_lossy(fields)).unwrap();
+                    current = DirectEncoder::new(&header, b'\t', &encoder()).map(|d| (header, d));
+                } else if let Some((header, direct)) = current.as_mut() {
+                    taken += usize::from(check(direct, header, b'\t', line));
+                }
+            }
+        }
+        assert!(taken >= 20, "only {taken} corpus lines taken");
+    }
+}
