@@ -8,6 +8,11 @@ mod progress;
 
 use std::process::ExitCode;
 
+/// The ingest Lambda's allocator (see functions/ingest/src/main.rs), so that `cf2bq bench`
+/// and `cf2bq ingest` run as the Lambda does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]

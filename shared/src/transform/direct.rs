@@ -12,7 +12,7 @@
 //!
 //! [`LineParser`]: crate::cloudfront::LineParser
 
-use crate::bigquery::encode::{put_bytes, put_int, put_str, put_varint, RowEncoder};
+use crate::bigquery::encode::{put_varint, RowEncoder};
 use crate::bigquery::schema::{columns, Source};
 use crate::cloudfront::decode::{decode_bytes, Decoded, Scratch};
 use crate::cloudfront::fields::{FieldId, FieldKind, DATE, LEGACY_FIELDS, LOG_FIELDS, TIME};
@@ -31,12 +31,12 @@ pub(super) struct Written {
     pub micros: i64,
 }
 
-/// One column after `date` and `time`, with its protobuf field number.
+/// One column after `date` and `time`, with its protobuf key.
 #[derive(Debug, Clone, Copy)]
 struct Field {
     id: FieldId,
     kind: FieldKind,
-    tag: u32,
+    key: Key,
 }
 
 /// Writes the lines of one header and delimiter. Reuse it for every line: its buffers are kept.
@@ -48,17 +48,19 @@ pub(super) struct DirectEncoder {
     /// Index into `fields` of the first field of standard logging v2, which comes after the
     /// lineage columns in table order (`fields.len()` when there is none).
     v2_from: usize,
-    date_tag: u32,
-    time_tag: u32,
-    request_time_tag: u32,
-    raw_tag: u32,
-    line_tag: u32,
+    date_key: Key,
+    time_key: Key,
+    request_time_key: Key,
+    raw_key: Key,
+    line_key: Key,
     source_object: Vec<u8>,
     ingest_time: Vec<u8>,
     decoded: Vec<u8>,
     tmp: Scratch,
     /// `raw_fields` of the current line.
     raw: String,
+    /// The row being written.
+    row: Vec<u8>,
 }
 
 /// The field number of a column.
@@ -93,8 +95,13 @@ impl DirectEncoder {
             if !in_order || matches!(kind, FieldKind::Date | FieldKind::Time) {
                 return None;
             }
-            let tag = tag(Source::Field(id));
-            fields.push(Field { id, kind, tag });
+            let wire_type = match kind {
+                FieldKind::Float => FIXED64,
+                FieldKind::Int | FieldKind::EpochMillis | FieldKind::EpochSeconds => VARINT,
+                _ => LEN,
+            };
+            let key = Key::new(tag(Source::Field(id)), wire_type);
+            fields.push(Field { id, kind, key });
         }
         let (source_object, ingest_time) = encoder.lineage();
         Some(DirectEncoder {
@@ -104,16 +111,17 @@ impl DirectEncoder {
                 .position(|f| f.id >= LEGACY_FIELDS)
                 .unwrap_or(fields.len()),
             fields,
-            date_tag: tag(Source::Field(DATE)),
-            time_tag: tag(Source::Field(TIME)),
-            request_time_tag: tag(Source::RequestTime),
-            raw_tag: tag(Source::RawFields),
-            line_tag: tag(Source::SourceLine),
+            date_key: Key::new(tag(Source::Field(DATE)), VARINT),
+            time_key: Key::new(tag(Source::Field(TIME)), LEN),
+            request_time_key: Key::new(tag(Source::RequestTime), VARINT),
+            raw_key: Key::new(tag(Source::RawFields), LEN),
+            line_key: Key::new(tag(Source::SourceLine), VARINT),
             source_object: source_object.to_vec(),
             ingest_time: ingest_time.to_vec(),
             decoded: Vec::new(),
             tmp: Scratch::default(),
             raw: String::new(),
+            row: Vec::new(),
         })
     }
 
@@ -125,92 +133,201 @@ impl DirectEncoder {
         line_no: u64,
         out: &mut Vec<u8>,
     ) -> Option<Written> {
-        let start = out.len();
-        let written = self.write(line, line_no, out);
-        if written.is_none() {
-            out.truncate(start);
-        }
-        written
-    }
-
-    fn write(&mut self, line: &[u8], line_no: u64, out: &mut Vec<u8>) -> Option<Written> {
         // Fields are split at ASCII delimiters, so once the whole line is valid UTF-8 each of
         // them is too, and they can stay bytes.
         std::str::from_utf8(line).ok()?;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        // Strings shrink when decoded and `raw_fields` repeats at most the whole line, so
-        // twice the line plus room for every key, number and the lineage is enough.
-        out.reserve(
-            2 * line.len()
-                + 16 * (self.fields.len() + 8)
-                + self.source_object.len()
-                + self.ingest_time.len(),
-        );
+        // Lent out for the line, as the row is written while the rest of `self` changes.
+        let mut row = std::mem::take(&mut self.row);
+        let written = self.write(line, line_no, &mut row);
+        if let Some((len, _)) = written {
+            out.extend_from_slice(&row[..len]);
+        }
+        self.row = row;
+        written.map(|(_, written)| written)
+    }
+
+    /// Writes the row into `row`, made big enough for any row of `line` first; returns its
+    /// length.
+    fn write(&mut self, line: &[u8], line_no: u64, row: &mut Vec<u8>) -> Option<(usize, Written)> {
+        // Strings only shrink when decoded; every other column takes at most a key, a
+        // length and ten bytes of number; `raw_fields` is given a line's worth (a longer one
+        // goes the general way); and the sixteen-byte moves may run 32 bytes past the end.
+        let room = 2 * line.len()
+            + 17 * (self.fields.len() + 4)
+            + self.source_object.len()
+            + self.ingest_time.len()
+            + 128;
+        if row.len() < room {
+            row.resize(room, 0);
+        }
+        let mut w = Cursor { buf: row, at: 0 };
         self.raw.clear();
         let mut fields = Fields::new(line, self.delimiter);
 
-        let date_text = fields.next()?;
+        let (_, date_text) = fields.next()?;
         let date = parse_date(date_text)?;
-        let time_text = fields.next()?;
+        let (time_at, time_text) = fields.next()?;
         let seconds = parse_time(time_text)?;
         let micros = (i64::from(date) * 86_400 + i64::from(seconds)) * 1_000_000;
-        put_int(self.date_tag, i64::from(date), out);
-        put_bytes(self.time_tag, time_text, out);
-        put_int(self.request_time_tag, micros, out);
+        w.int(self.date_key, i64::from(date));
+        w.text_of(self.time_key, line, time_at, time_text.len());
+        w.int(self.request_time_key, micros);
 
         for i in 0..self.fields.len() {
             let field = self.fields[i];
             if i == self.v2_from {
-                self.write_lineage(line_no, out);
+                self.write_lineage(line_no, line.len(), &mut w)?;
             }
-            let text = fields.next()?;
+            let (at, text) = fields.next()?;
             if text == b"-" || text.is_empty() {
                 continue;
             }
             match field.kind {
-                FieldKind::Text => put_bytes(field.tag, text, out),
+                FieldKind::Text => w.text_of(field.key, line, at, text.len()),
                 FieldKind::Encoded(encoding) => {
                     self.decoded.clear();
                     match decode_bytes(text, encoding, &mut self.decoded, &mut self.tmp) {
-                        Decoded::Unchanged => put_bytes(field.tag, text, out),
-                        Decoded::OneLayer => put_bytes(field.tag, &self.decoded, out),
+                        Decoded::Unchanged => w.text_of(field.key, line, at, text.len()),
+                        Decoded::OneLayer => w.string(field.key, &self.decoded),
                         Decoded::TwoLayers => {
-                            put_bytes(field.tag, &self.decoded, out);
+                            w.string(field.key, &self.decoded);
                             let column = LOG_FIELDS[field.id].column;
                             let text = std::str::from_utf8(text).ok()?;
                             push_json_member(&mut self.raw, column, Some(text));
                         }
                     }
                 }
-                FieldKind::Int => put_int(field.tag, parse_int(text)?, out),
+                FieldKind::Int => w.int(field.key, parse_int(text)?),
                 FieldKind::Float => {
-                    put_varint(u64::from(field.tag << 3 | 1), out);
-                    out.extend_from_slice(&parse_float(text)?.to_le_bytes());
+                    w.key(field.key);
+                    w.bytes(&parse_float(text)?.to_le_bytes());
                 }
                 FieldKind::EpochMillis | FieldKind::EpochSeconds => {
                     let text = std::str::from_utf8(text).ok()?;
-                    put_int(field.tag, parse_epoch(text, field.kind)?, out)
+                    w.int(field.key, parse_epoch(text, field.kind)?)
                 }
                 // Excluded by `new`.
                 FieldKind::Date | FieldKind::Time => return None,
             }
         }
         if self.v2_from == self.fields.len() {
-            self.write_lineage(line_no, out);
+            self.write_lineage(line_no, line.len(), &mut w)?;
         }
-        fields.ends_well().then_some(Written { date, micros })
+        fields
+            .ends_well()
+            .then_some((w.at, Written { date, micros }))
     }
 
     /// `raw_fields`, `source_object`, `source_line` and `ingest_time`: the columns between
-    /// the legacy fields and the v2 ones (`extra_fields` is always empty here).
-    fn write_lineage(&mut self, line_no: u64, out: &mut Vec<u8>) {
+    /// the legacy fields and the v2 ones (`extra_fields` is always empty here). `None` when
+    /// `raw_fields` is longer than the room made for it.
+    fn write_lineage(&mut self, line_no: u64, line_len: usize, w: &mut Cursor<'_>) -> Option<()> {
         if !self.raw.is_empty() {
+            if self.raw.len() >= line_len {
+                return None;
+            }
             self.raw.push('}');
-            put_str(self.raw_tag, &self.raw, out);
+            w.string(self.raw_key, self.raw.as_bytes());
         }
-        out.extend_from_slice(&self.source_object);
-        put_int(self.line_tag, line_no as i64, out);
-        out.extend_from_slice(&self.ingest_time);
+        w.bytes(&self.source_object);
+        w.int(self.line_key, line_no as i64);
+        w.bytes(&self.ingest_time);
+        Some(())
+    }
+}
+
+/// A protobuf field key (number and wire type), encoded once.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    bytes: [u8; 2],
+    len: u8,
+}
+
+impl Key {
+    fn new(tag: u32, wire_type: u32) -> Key {
+        let mut encoded = Vec::new();
+        put_varint(u64::from(tag << 3 | wire_type), &mut encoded);
+        assert!(encoded.len() <= 2, "field numbers stay below 2048");
+        let mut bytes = [0; 2];
+        bytes[..encoded.len()].copy_from_slice(&encoded);
+        Key {
+            bytes,
+            len: encoded.len() as u8,
+        }
+    }
+}
+
+/// Protobuf wire types used here.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+
+/// The row being written into room made for it up front: no capacity check per byte, and
+/// strings of the line copied sixteen bytes at a time rather than by a call per field.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline(always)]
+    fn key(&mut self, key: Key) {
+        self.byte(key.bytes[0]);
+        if key.len == 2 {
+            self.byte(key.bytes[1]);
+        }
+    }
+
+    #[inline(always)]
+    fn int(&mut self, key: Key, v: i64) {
+        self.key(key);
+        self.varint(v as u64);
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    #[inline(always)]
+    fn string(&mut self, key: Key, s: &[u8]) {
+        self.key(key);
+        self.varint(s.len() as u64);
+        self.bytes(s);
+    }
+
+    /// The string `line[at..at + len]`. Short ones are moved sixteen or 32 bytes at once,
+    /// running past their end into room the next column writes over.
+    #[inline(always)]
+    fn text_of(&mut self, key: Key, line: &[u8], at: usize, len: usize) {
+        self.key(key);
+        self.varint(len as u64);
+        let to = &mut self.buf[self.at..];
+        if len <= 16 && at + 16 <= line.len() && to.len() >= 16 {
+            to[..16].copy_from_slice(&line[at..at + 16]);
+        } else if len <= 32 && at + 32 <= line.len() && to.len() >= 32 {
+            to[..32].copy_from_slice(&line[at..at + 32]);
+        } else {
+            to[..len].copy_from_slice(&line[at..at + len]);
+        }
+        self.at += len;
     }
 }
 
@@ -234,16 +351,17 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The next field and where it starts in the line.
     #[inline(always)]
-    fn next(&mut self) -> Option<&'a [u8]> {
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
         if self.done {
             return None;
         }
         let end = self.delimiters.next().unwrap_or(self.line.len());
         self.done = end == self.line.len();
-        let field = &self.line[self.start..end];
+        let start = self.start;
         self.start = end + 1;
-        Some(field)
+        Some((start, &self.line[start..end]))
     }
 
     /// After the header's columns: the line ends here, or with one more delimiter (an empty
@@ -253,7 +371,7 @@ impl<'a> Fields<'a> {
             return true;
         }
         let extra = self.next();
-        extra == Some(b"") && self.done
+        extra.is_some_and(|(_, text)| text.is_empty()) && self.done
     }
 }
 

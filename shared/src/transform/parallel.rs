@@ -58,17 +58,24 @@ pub(super) fn transform_gzip_on(
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * (DEPTH + 2));
         let mut inputs = Vec::with_capacity(workers);
         let mut outputs = Vec::with_capacity(workers);
+        let mut returns = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (chunk_tx, chunk_rx) = sync_channel::<Piece>(DEPTH);
             let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(DEPTH);
+            let (return_tx, return_rx) = sync_channel::<Vec<u8>>(DEPTH + 1);
             inputs.push(chunk_tx);
             outputs.push(parsed_rx);
+            returns.push(return_tx);
             let spare = spare_tx.clone();
+            let channels = WorkerChannels {
+                chunks: chunk_rx,
+                parsed: parsed_tx,
+                spare,
+                returned: return_rx,
+            };
             std::thread::Builder::new()
                 .name("parse".into())
-                .spawn_scoped(scope, move || {
-                    parse_worker(chunk_rx, parsed_tx, spare, options, encoder)
-                })
+                .spawn_scoped(scope, move || parse_worker(channels, options, encoder))
                 .expect("spawn a parse thread");
         }
         drop(spare_tx);
@@ -93,7 +100,7 @@ pub(super) fn transform_gzip_on(
             })
             .expect("spawn the gunzip thread");
         // On an early return the receivers drop, so the workers and the splitter stop too.
-        let merged = merge(outputs, options, sink);
+        let merged = merge(outputs, returns, options, sink);
         let bytes = splitter.join().expect("the gunzip thread does not panic");
         merged.map(|mut stats| {
             stats.read.bytes = bytes;
@@ -102,18 +109,30 @@ pub(super) fn transform_gzip_on(
     })
 }
 
-fn parse_worker(
+/// What a parse thread receives and sends.
+struct WorkerChannels {
     chunks: Receiver<Piece>,
     parsed: SyncSender<Parsed>,
+    /// Chunk buffers back to the splitter, to be filled again.
     spare: SyncSender<Vec<u8>>,
-    options: &TransformOptions,
-    encoder: &RowEncoder,
-) {
+    /// Encoded-row buffers back from the merge: reused pages rather than new ones, which the
+    /// kernel would have to fault in and zero for every chunk.
+    returned: Receiver<Vec<u8>>,
+}
+
+fn parse_worker(channels: WorkerChannels, options: &TransformOptions, encoder: &RowEncoder) {
+    let WorkerChannels {
+        chunks,
+        parsed,
+        spare,
+        returned,
+    } = channels;
     let mut parsers = Parsers::default();
     for piece in chunks {
         let out = match piece {
             Piece::Chunk(chunk) => {
-                let out = parse_chunk(&chunk, &mut parsers, options, encoder);
+                let buffer = returned.try_recv().unwrap_or_default();
+                let out = parse_chunk(&chunk, buffer, &mut parsers, options, encoder);
                 // Full means enough buffers are around already.
                 let _ = spare.try_send(chunk.buf);
                 out
@@ -180,13 +199,16 @@ impl W3cParsers {
 /// [`LogReader::next_item`](crate::cloudfront::LogReader::next_item) would.
 fn parse_chunk(
     chunk: &Chunk,
+    mut encoded: Vec<u8>,
     parsers: &mut Parsers,
     options: &TransformOptions,
     encoder: &RowEncoder,
 ) -> Parsed {
-    // Encoded rows are about as long as their lines.
+    // Encoded rows run up to about half as long again as their lines (lineage, raw values).
+    encoded.clear();
+    encoded.reserve(chunk.len + chunk.len / 2);
     let mut out = Parsed {
-        encoded: Vec::with_capacity(chunk.len + chunk.len / 8),
+        encoded,
         rows: Vec::with_capacity(chunk.len / 256 + 1),
         ..Parsed::default()
     };
@@ -267,6 +289,7 @@ fn parse_chunk(
 /// Takes the workers' output back in stream order into batches.
 fn merge(
     outputs: Vec<Receiver<Parsed>>,
+    returns: Vec<SyncSender<Vec<u8>>>,
     options: &TransformOptions,
     sink: &mut impl BatchSink,
 ) -> Result<TransformStats, TransformError> {
@@ -290,6 +313,8 @@ fn merge(
         for (_, line) in rejected {
             sink.rejected(line).map_err(|_| TransformError::Stopped)?;
         }
+        // Full or closed: the worker has enough buffers, or has stopped.
+        let _ = returns[turn % returns.len()].try_send(parsed.encoded);
         stats.data_lines += parsed.stats.data_lines;
         stats.rows += parsed.stats.rows;
         stats.rejected += parsed.stats.rejected;
