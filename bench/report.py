@@ -4,7 +4,7 @@
     python3 bench/report.py RUN_DIR RESULTS_JSON LOG_DIR
 
 RUN_DIR holds what bench.sh wrote: context.json, <tool>.<n>.json (bench/measure.py output,
-one per run; tools zcat, inflate, cf2bq1, cf2bq, python), and for the end-to-end part e2e.json
+one per run; tools zcat, inflate, cf2bq1, cf2bqN, cf2bq, python), and for the end-to-end part e2e.json
 and sink.json (the local Storage Write sink's counters), or e2e_skipped.txt. Throughput is uncompressed input bytes / wall seconds, MB = 10^6 bytes;
 the byte count comes from cf2bq's own report (the Python reference's if cf2bq failed), never
 from `gzip -l`, which wraps at 4 GiB. Nothing here fails on timing: exit status is 0 unless
@@ -21,7 +21,8 @@ TOOLS = [
     ("zcat", "zcat > /dev/null", "zcat.log"),
     ("inflate", "zlib-rs inflate alone", "inflate.log"),
     ("cf2bq1", "cf2bq, 1 parser", "cf2bq-transform-1.log"),
-    ("cf2bq", "cf2bq, all cores", "cf2bq-transform.log"),
+    ("cf2bqN", "cf2bq, parser per core", "cf2bq-transform-n.log"),
+    ("cf2bq", "cf2bq, as ingest runs", "cf2bq-transform.log"),
     ("python", "Python reference", "python.log"),
 ]
 # Lambda arm64, us-east-1 list price per GB-second; memory sizes that give 1, 2 and 4 vCPUs.
@@ -117,7 +118,7 @@ def main():
         tool: tool_result(run_dir, tool, os.path.join(log_dir, log), tool != "zcat")
         for tool, _, log in TOOLS
     }
-    for tool in ("cf2bq1", "cf2bq"):
+    for tool in ("cf2bq1", "cf2bqN", "cf2bq"):
         r = tools[tool]
         if r["ok"] and r["output"]:
             r["workers"] = r["output"].get("workers")
@@ -160,12 +161,13 @@ def main():
         "cf2bq_vs_python": ratio("cf2bq", "python"),
         "cf2bq_vs_inflate": ratio("cf2bq", "inflate"),
         "cf2bq_vs_cf2bq1": ratio("cf2bq", "cf2bq1"),
+        "cf2bqN_vs_cf2bq1": ratio("cf2bqN", "cf2bq1"),
     }
     # CPU of parsing and encoding: the transform's CPU beyond inflating the same bytes.
     ns_per_row = None
     if cpu("cf2bq") is not None and cpu("inflate") is not None and rows:
         ns_per_row = (cpu("cf2bq") - cpu("inflate")) / rows * 1e9
-    cpu_per_byte = {t: cpu(t) / ubytes for t in ("inflate", "cf2bq1", "cf2bq") if cpu(t) and ubytes}
+    cpu_per_byte = {t: cpu(t) / ubytes for t in ("inflate", "cf2bq1", "cf2bqN", "cf2bq") if cpu(t) and ubytes}
     # ---- end-to-end ----
     e2e = {"ran": False}
     skipped = read(os.path.join(run_dir, "e2e_skipped.txt"))
@@ -211,7 +213,7 @@ def main():
             )
 
     # Memory is judged on every cf2bq process: the transforms and the end-to-end ingest.
-    peaks = [tools[t].get("peak_rss_mib") for t in ("cf2bq1", "cf2bq") if tools[t]["ok"]]
+    peaks = [tools[t].get("peak_rss_mib") for t in ("cf2bq1", "cf2bqN", "cf2bq") if tools[t]["ok"]]
     if e2e.get("ran"):
         peaks.append(e2e["peak_rss_mib"])
     rss = max(peaks) if peaks else None
@@ -293,10 +295,11 @@ def main():
         v = targets[key]["value"]
         shown = "n/a" if v is None else format(v, spec) + unit
         print(f"{label:<16} {shown:>12}   target {goal:<10} {mark(targets[key])}")
-    scaling = ratios["cf2bq_vs_cf2bq1"]
+    scaling = ratios["cf2bqN_vs_cf2bq1"]
     gap = ratios["cf2bq_vs_inflate"]
     if scaling is not None:
-        print(f"scaling: {tools['cf2bq'].get('workers')} parser threads = {scaling:.2f}× one parser thread")
+        print(f"scaling: {tools['cf2bqN'].get('workers')} parser threads = {scaling:.2f}× one parser thread; "
+              f"ingest runs {tools['cf2bq'].get('workers')} (a core is left to the gunzip thread)")
     if gap is not None:
         print(f"limit:   the transform runs at {gap:.0%} of zlib-rs inflate alone (one core, serial)")
     for name, per_byte in cpu_per_byte.items():
@@ -334,7 +337,7 @@ def main():
         return "n/a" if v is None else format(v, spec)
     wire = e2e.get("wire_vs_gzip") if e2e.get("ran") else None
     print(f"bench: transform {num(ratios['cf2bq_vs_zcat'], '.1f')}× zcat "
-          f"({tools['cf2bq'].get('workers') or '?'} cores), {num(ns_per_row, '.0f')} ns/row parse+encode, "
+          f"({ctx.get('machine', {}).get('cpus') or '?'} cores), {num(ns_per_row, '.0f')} ns/row parse+encode, "
           f"end-to-end {num(e2e.get('mb_per_s'), '.1f')} MB/s into the local sink, "
           f"wire {num(wire * 100 if wire is not None else None, '.0f')}% of input gzip, "
           f"peak RSS {num(rss, '.1f')} MiB")

@@ -132,7 +132,9 @@ for i in $(seq "$REPEAT"); do
   run_tool "inflate.$i" "$LOGS/inflate.log" -- "$CF2BQ" bench transform --inflate-only "$FILE"
   step "cf2bq bench transform --workers 1 (run $i/$REPEAT)"
   run_tool "cf2bq1.$i" "$LOGS/cf2bq-transform-1.log" -- "$CF2BQ" bench transform --workers 1 "$FILE"
-  step "cf2bq bench transform, one parser thread per core (run $i/$REPEAT)"
+  step "cf2bq bench transform --workers $(nproc), a parser thread per core (run $i/$REPEAT)"
+  run_tool "cf2bqN.$i" "$LOGS/cf2bq-transform-n.log" -- "$CF2BQ" bench transform --workers "$(nproc)" "$FILE"
+  step "cf2bq bench transform, parser threads as ingest runs them (run $i/$REPEAT)"
   run_tool "cf2bq.$i" "$LOGS/cf2bq-transform.log" -- "$CF2BQ" bench transform "$FILE"
 done
 step "Python reference (bench/reference.py, one run)"

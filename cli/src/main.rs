@@ -8,11 +8,6 @@ mod progress;
 
 use std::process::ExitCode;
 
-/// The ingest Lambda's allocator (see functions/ingest/src/main.rs), so that `cf2bq bench`
-/// and `cf2bq ingest` run as the Lambda does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -62,6 +57,8 @@ impl Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // As the ingest Lambda does, so `cf2bq ingest` and `cf2bq bench` run as it runs.
+    shared::allocator::keep_freed_memory();
     // A usage error prints clap's message and exits 2 here, before anything is set up.
     let cli = Cli::parse();
     if let Some(problem) = cli.command.usage_problem() {

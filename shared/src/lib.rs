@@ -3,6 +3,7 @@
 //! The Lambda functions and the `cf2bq` CLI are thin shells over this library.
 //! Follow one object from event to committed rows by reading [`ingest`] top to bottom.
 
+pub mod allocator;
 pub mod aws;
 pub mod bigquery;
 pub mod calls;

@@ -115,9 +115,12 @@ pub fn inflate_only(compressed: impl Read) -> std::io::Result<u64> {
     }
 }
 
-/// Parser threads per object: one per core this process may use.
+/// Parser threads per object: one per core this process may use beyond the one the gunzip
+/// thread needs (at least one). Inflate is serial and takes a third of the work, so a parser
+/// on its core only takes turns with it: on 2 cores one parser thread is faster than two
+/// (`make bench`, bench/README.md).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// Gunzips (every gzip member) and transforms `compressed`, on the calling thread.

@@ -28,7 +28,8 @@ enum What {
         /// Gunzip and parse on one thread, line by line (the reference path).
         #[arg(long, conflicts_with_all = ["workers", "inflate_only"])]
         single_thread: bool,
-        /// Parser threads beside the gunzip thread (default: one per core).
+        /// Parser threads beside the gunzip thread (default: as ingest runs, one per core
+        /// beyond the gunzip thread's, at least one).
         #[arg(long)]
         workers: Option<usize>,
         /// Only gunzip (zlib-rs, as the transform does), to /dev/null: the practical limit.

@@ -12,14 +12,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::{event, sqs, Config, Ingestor};
 
-/// mimalloc keeps freed pages for reuse: ingest frees a megabyte batch about as often as it
-/// fills one, and glibc's allocator gave those pages back to the kernel and faulted them in
-/// again every time (about a tenth of the transform's CPU in `make bench`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    shared::allocator::keep_freed_memory();
     shared::telemetry::init();
     let config = Config::from_env()?;
     let aws = shared::aws::load().await;
