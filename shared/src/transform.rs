@@ -68,8 +68,8 @@ const COMPRESSED_BUFFER: usize = 128 * 1024;
 /// Decompressed bytes the one-thread path reads at a time.
 const TEXT_BUFFER: usize = 256 * 1024;
 
-/// Gunzips on a thread of its own and parses and encodes on one worker thread per available
-/// core ([`parallel`]): inflate is serial, parsing is not, so the transform runs at up to
+/// Gunzips on a thread of its own and parses and encodes on [`default_workers`] parser
+/// threads ([`parallel`]): inflate is serial, parsing is not, so the transform runs at up to
 /// inflate speed given the cores. Output is identical to [`transform_gzip`]'s; memory stays
 /// bounded by a few chunks in flight.
 pub fn transform_gzip_threaded(

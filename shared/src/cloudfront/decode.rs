@@ -33,20 +33,15 @@ pub enum Decoded {
 #[derive(Debug, Default)]
 pub struct Scratch {
     first: Vec<u8>,
-    second: Vec<u8>,
     /// What [`decode`] hands on as text.
     decoded: Vec<u8>,
 }
 
 /// Decodes `value` by `encoding`, appending the result to `out` unless it is unchanged.
 pub fn decode(value: &str, encoding: Encoding, out: &mut String, scratch: &mut Scratch) -> Decoded {
-    let Scratch {
-        first,
-        second,
-        decoded,
-    } = scratch;
+    let Scratch { first, decoded } = scratch;
     decoded.clear();
-    let result = decode_layers(value.as_bytes(), encoding, decoded, first, second);
+    let result = decode_layers(value.as_bytes(), encoding, decoded, first);
     if result != Decoded::Unchanged {
         // Always UTF-8 (see `decode_bytes`); checked here rather than assumed.
         match std::str::from_utf8(decoded) {
@@ -66,13 +61,7 @@ pub fn decode_bytes(
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) -> Decoded {
-    decode_layers(
-        value,
-        encoding,
-        out,
-        &mut scratch.first,
-        &mut scratch.second,
-    )
+    decode_layers(value, encoding, out, &mut scratch.first)
 }
 
 fn decode_layers(
@@ -80,30 +69,48 @@ fn decode_layers(
     encoding: Encoding,
     out: &mut Vec<u8>,
     first: &mut Vec<u8>,
-    second: &mut Vec<u8>,
 ) -> Decoded {
-    let valid =
-        |layer: &[u8], escapes| escapes != Escapes::NonAscii || std::str::from_utf8(layer).is_ok();
-    first.clear();
-    let escapes = percent_decode_into(value, first);
-    if escapes == Escapes::None || !valid(first, escapes) {
-        return Decoded::Unchanged;
-    }
-    if encoding == Encoding::UpToTwoLayers {
-        second.clear();
-        let escapes = percent_decode_into(first, second);
-        if escapes == Escapes::None {
+    let start = out.len();
+    match encoding {
+        Encoding::OneLayer => {
+            // Straight into `out`, taken back if it is not kept.
+            let escapes = percent_decode_into(value, out);
+            if keeps(&out[start..], escapes) {
+                Decoded::OneLayer
+            } else {
+                out.truncate(start);
+                Decoded::Unchanged
+            }
+        }
+        Encoding::UpToTwoLayers => {
+            first.clear();
+            let escapes = percent_decode_into(value, first);
+            if !keeps(first, escapes) {
+                return Decoded::Unchanged;
+            }
+            // The second layer straight into `out`: without escapes it is the first one.
+            let escapes = percent_decode_into(first, out);
+            if escapes == Escapes::None {
+                return Decoded::OneLayer;
+            }
+            if keeps(&out[start..], escapes) {
+                return Decoded::TwoLayers;
+            }
+            // The second layer would be invalid UTF-8: stop after one layer.
+            out.truncate(start);
             out.extend_from_slice(first);
-            return Decoded::OneLayer;
+            Decoded::OneLayer
         }
-        if valid(second, escapes) {
-            out.extend_from_slice(second);
-            return Decoded::TwoLayers;
-        }
-        // The second layer would be invalid UTF-8: stop after one layer.
     }
-    out.extend_from_slice(first);
-    Decoded::OneLayer
+}
+
+/// Whether a layer just decoded is kept: it removed an escape and is still UTF-8.
+fn keeps(layer: &[u8], escapes: Escapes) -> bool {
+    match escapes {
+        Escapes::None => false,
+        Escapes::Ascii => true,
+        Escapes::NonAscii => std::str::from_utf8(layer).is_ok(),
+    }
 }
 
 /// What one layer of decoding found.

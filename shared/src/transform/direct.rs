@@ -135,7 +135,7 @@ impl DirectEncoder {
     ) -> Option<Written> {
         // Fields are split at ASCII delimiters, so once the whole line is valid UTF-8 each of
         // them is too, and they can stay bytes.
-        std::str::from_utf8(line).ok()?;
+        simdutf8::basic::from_utf8(line).ok()?;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         // Lent out for the line, as the row is written while the rest of `self` changes.
         let mut row = std::mem::take(&mut self.row);
