@@ -131,15 +131,9 @@ fn put_value(tag: u32, value: Value<'_>, out: &mut Vec<u8>) {
 
 #[inline(always)]
 pub(crate) fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
-    put_bytes(tag, s.as_bytes(), out)
-}
-
-/// A string column from bytes known to be UTF-8.
-#[inline(always)]
-pub(crate) fn put_bytes(tag: u32, s: &[u8], out: &mut Vec<u8>) {
     put_varint(u64::from(tag << 3 | LEN), out);
     put_varint(s.len() as u64, out);
-    out.extend_from_slice(s);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Varint of the two's-complement value: how protobuf encodes int32 and int64 alike.

@@ -321,7 +321,7 @@ impl RowBuilder {
 }
 
 /// The delimiters a v2 delivery may be set to that we recognise, TAB (the default) first.
-pub(crate) const DELIMITERS: [u8; 5] = [b'\t', b' ', b',', b'|', b';'];
+const DELIMITERS: [u8; 5] = [b'\t', b' ', b',', b'|', b';'];
 
 /// Parses data lines of one file. Reuse it for every line: its buffers are kept.
 #[derive(Debug)]
@@ -482,7 +482,7 @@ impl Iterator for Delimiters<'_> {
 /// The high bit of every byte of `word` equal to the byte `splat` repeats, exactly (no
 /// carries between bytes).
 #[inline]
-pub(crate) fn matching_bytes(word: u64, splat: u64) -> u64 {
+pub(super) fn matching_bytes(word: u64, splat: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = word ^ splat;
     !(((x & LOW7) + LOW7) | x | LOW7)
