@@ -10,9 +10,9 @@ use crate::cloudfront::{Row, Value};
 use crate::privacy::Privacy;
 
 /// Protobuf wire types used here.
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
+pub(crate) const VARINT: u32 = 0;
+pub(crate) const FIXED64: u32 = 1;
+pub(crate) const LEN: u32 = 2;
 
 /// Encodes rows of one object. Lineage values are fixed per object.
 #[derive(Debug, Clone)]
@@ -28,20 +28,17 @@ pub struct RowEncoder {
 
 impl RowEncoder {
     pub fn new(source_object: impl Into<String>, ingest_micros: i64) -> Self {
-        let tag_of = |wanted: Source| {
-            columns()
-                .iter()
-                .position(|c| c.source == wanted)
-                .expect("lineage columns exist") as u32
-                + 1
-        };
         let (mut source_object_field, mut ingest_time) = (Vec::new(), Vec::new());
         put_str(
-            tag_of(Source::SourceObject),
+            field_number(Source::SourceObject),
             &source_object.into(),
             &mut source_object_field,
         );
-        put_int(tag_of(Source::IngestTime), ingest_micros, &mut ingest_time);
+        put_int(
+            field_number(Source::IngestTime),
+            ingest_micros,
+            &mut ingest_time,
+        );
         RowEncoder {
             plan: columns()
                 .iter()
@@ -127,6 +124,15 @@ fn put_value(tag: u32, value: Value<'_>, out: &mut Vec<u8>) {
         Value::Date(d) => put_int(tag, i64::from(d), out),
         Value::Timestamp(micros) => put_int(tag, micros, out),
     }
+}
+
+/// The protobuf field number of a column: its place in table order, from 1.
+pub(crate) fn field_number(source: Source) -> u32 {
+    columns()
+        .iter()
+        .position(|c| c.source == source)
+        .expect("every source has a column") as u32
+        + 1
 }
 
 #[inline(always)]
