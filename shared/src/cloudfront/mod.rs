@@ -1,5 +1,6 @@
 //! The CloudFront standard access log format: fields, decoding, parsing, streaming.
 
+mod bytemask;
 pub mod decode;
 pub mod fields;
 #[cfg(test)]
