@@ -493,15 +493,20 @@ pub(crate) fn push_json_member(json: &mut String, name: &str, value: Option<&str
     }
 }
 
+/// Whether `text` goes into a JSON string as it is (no quote, backslash or control
+/// character).
+pub(crate) fn is_plain_json(text: &[u8]) -> bool {
+    // A fold rather than `any`: no early exit, so the check runs many bytes at a time.
+    (text.iter()).fold(true, |plain, &b| {
+        plain & (b != b'"') & (b != b'\\') & (b >= 0x20)
+    })
+}
+
 fn push_json_string(json: &mut String, s: &str) {
     use std::fmt::Write;
     json.push('"');
-    // Log values are URL-encoded, so escaping is almost never needed: copy them whole. (A
-    // fold rather than `any`: no early exit, so the check runs many bytes at a time.)
-    let plain = s.bytes().fold(true, |plain, b| {
-        plain & (b != b'"') & (b != b'\\') & (b >= 0x20)
-    });
-    if plain {
+    // Log values are URL-encoded, so escaping is almost never needed: copy them whole.
+    if is_plain_json(s.as_bytes()) {
         json.push_str(s);
         json.push('"');
         return;
@@ -565,18 +570,30 @@ fn parse_field(
 
 /// Decimal integer, optional leading `-`, no overflow. `000` is 0. (Text or bytes: the
 /// direct encoder reads fields as bytes.)
+#[inline]
 pub fn parse_int<T: AsRef<[u8]> + ?Sized>(text: &T) -> Option<i64> {
     let text = text.as_ref();
     let (negative, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let magnitude = digits.iter().try_fold(0i64, |acc, &b| {
-        acc.checked_mul(10)?.checked_add(i64::from(b - b'0'))
-    })?;
+    let digit = |b: u8| {
+        let d = b.wrapping_sub(b'0');
+        (d <= 9).then_some(i64::from(d))
+    };
+    // Eighteen digits cannot overflow, so the common number is read without checks.
+    let magnitude = if digits.len() <= 18 {
+        let mut magnitude = 0;
+        for &b in digits {
+            magnitude = magnitude * 10 + digit(b)?;
+        }
+        magnitude
+    } else {
+        (digits.iter()).try_fold(0i64, |acc, &b| acc.checked_mul(10)?.checked_add(digit(b)?))?
+    };
     Some(if negative { -magnitude } else { magnitude })
 }
 
@@ -818,6 +835,39 @@ impl fmt::Display for Value<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_parse_like_the_standard_library_without_a_plus_sign() {
+        let max = i64::MAX.to_string();
+        let texts = [
+            "0",
+            "000",
+            "7",
+            "-5",
+            "-0",
+            "123456789012345678",
+            "-999999999999999999",
+            &max,
+            "9223372036854775808",
+            "-9223372036854775807",
+            "12345678901234567890",
+            "",
+            "-",
+            "+1",
+            "1a",
+            "a1",
+            "1-",
+            "--1",
+            " 1",
+            "1.0",
+            "/",
+            ":",
+        ];
+        for text in texts {
+            let expected = text.parse::<i64>().ok().filter(|_| !text.starts_with('+'));
+            assert_eq!(parse_int(text), expected, "{text:?}");
+        }
+    }
 
     #[test]
     fn delimiters_are_found_exactly_at_every_position_and_length() {

@@ -17,10 +17,10 @@ use crate::bigquery::schema::Source;
 use crate::cloudfront::decode::{decode_bytes, Decoded, Scratch};
 use crate::cloudfront::fields::{FieldId, FieldKind, DATE, LEGACY_FIELDS, LOG_FIELDS, TIME};
 use crate::cloudfront::parse::{
-    parse_date, parse_epoch, parse_float, parse_int, parse_time, push_json_member, Column,
-    Delimiters,
+    is_plain_json, parse_date, parse_epoch, parse_float, parse_int, parse_time, Column, Delimiters,
 };
 use crate::cloudfront::Header;
+use std::ops::Range;
 
 /// What routes a row written by [`DirectEncoder::encode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +59,11 @@ pub(super) struct DirectEncoder {
     ingest_time: Vec<u8>,
     decoded: Vec<u8>,
     tmp: Scratch,
-    /// `raw_fields` of the current line.
-    raw: String,
+    /// The fields of the current line decoded twice, whose logged text `raw_fields` keeps:
+    /// their column and where the text is in the line.
+    kept_raw: Vec<(&'static str, Range<usize>)>,
+    /// The last date read, and its day number: a file's lines mostly share one.
+    last_date: Option<([u8; 10], i32)>,
     /// The row being written.
     row: Vec<u8>,
 }
@@ -116,7 +119,8 @@ impl DirectEncoder {
             ingest_time: ingest_time.to_vec(),
             decoded: Vec::new(),
             tmp: Scratch::default(),
-            raw: String::new(),
+            kept_raw: Vec::new(),
+            last_date: None,
             row: Vec::new(),
         })
     }
@@ -158,11 +162,11 @@ impl DirectEncoder {
             row.resize(room, 0);
         }
         let mut w = Cursor { buf: row, at: 0 };
-        self.raw.clear();
+        self.kept_raw.clear();
         let mut fields = Fields::new(line, self.delimiter);
 
         let (_, date_text) = fields.next()?;
-        let date = parse_date(date_text)?;
+        let date = self.date(date_text)?;
         let (time_at, time_text) = fields.next()?;
         let seconds = parse_time(time_text)?;
         let micros = (i64::from(date) * 86_400 + i64::from(seconds)) * 1_000_000;
@@ -175,7 +179,7 @@ impl DirectEncoder {
         } else {
             for i in 0..self.fields.len() {
                 if i == self.v2_from {
-                    self.write_lineage(line_no, line.len(), &mut w)?;
+                    self.write_lineage(line, line_no, &mut w)?;
                 }
                 let (at, text) = fields.next()?;
                 let field = self.fields[i];
@@ -183,7 +187,7 @@ impl DirectEncoder {
             }
         }
         if self.v2_from == self.fields.len() {
-            self.write_lineage(line_no, line.len(), &mut w)?;
+            self.write_lineage(line, line_no, &mut w)?;
         }
         fields
             .ends_well()
@@ -242,8 +246,8 @@ impl DirectEncoder {
                     Decoded::OneLayer => w.string(key, &self.decoded),
                     Decoded::TwoLayers => {
                         w.string(key, &self.decoded);
-                        let text = std::str::from_utf8(text).ok()?;
-                        push_json_member(&mut self.raw, LOG_FIELDS[id].column, Some(text));
+                        self.kept_raw
+                            .push((LOG_FIELDS[id].column, at..at + text.len()));
                     }
                 }
             }
@@ -263,20 +267,57 @@ impl DirectEncoder {
     }
 
     /// `raw_fields`, `source_object`, `source_line` and `ingest_time`: the columns between
-    /// the legacy fields and the v2 ones (`extra_fields` is always empty here). `None` when
-    /// `raw_fields` is longer than the room made for it.
-    fn write_lineage(&mut self, line_no: u64, line_len: usize, w: &mut Cursor<'_>) -> Option<()> {
-        if !self.raw.is_empty() {
-            if self.raw.len() >= line_len {
-                return None;
-            }
-            self.raw.push('}');
-            w.string(self.raw_key, self.raw.as_bytes());
+    /// the legacy fields and the v2 ones (`extra_fields` is always empty here).
+    fn write_lineage(&self, line: &[u8], line_no: u64, w: &mut Cursor<'_>) -> Option<()> {
+        if !self.kept_raw.is_empty() {
+            self.write_raw_fields(line, w)?;
         }
         w.bytes(&self.source_object);
         w.int(self.line_key, line_no as i64);
         w.bytes(&self.ingest_time);
         Some(())
+    }
+
+    /// `raw_fields` as the general path's JSON writer writes it,
+    /// `{"column":"logged text",...}`, straight from the line. `None` when a text would need
+    /// escaping, or the whole is longer than the room made for it.
+    fn write_raw_fields(&self, line: &[u8], w: &mut Cursor<'_>) -> Option<()> {
+        // `"column":"text"` and a comma or brace each, and the closing brace.
+        let mut len = 1;
+        for (column, text) in &self.kept_raw {
+            if !is_plain_json(&line[text.clone()]) {
+                return None;
+            }
+            len += column.len() + text.len() + 6;
+        }
+        if len >= line.len() {
+            return None;
+        }
+        w.key(self.raw_key);
+        w.varint(len as u64);
+        for (i, (column, text)) in self.kept_raw.iter().enumerate() {
+            w.bytes(if i == 0 { b"{\"" } else { b",\"" });
+            w.bytes(column.as_bytes());
+            w.bytes(b"\":\"");
+            w.bytes(&line[text.clone()]);
+            w.byte(b'"');
+        }
+        w.byte(b'}');
+        Some(())
+    }
+
+    /// The day number of a date field, from the last line's when the text is the same.
+    #[inline(always)]
+    fn date(&mut self, text: &[u8]) -> Option<i32> {
+        let text: &[u8; 10] = text.try_into().ok()?;
+        match self.last_date {
+            Some((last, days)) if last == *text => Some(days),
+            _ => {
+                let days = parse_date(text)?;
+                self.last_date = Some((*text, days));
+                Some(days)
+            }
+        }
     }
 }
 
