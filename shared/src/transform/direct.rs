@@ -595,10 +595,14 @@ mod tests {
             legacy_line(&[])[..40].to_vec(),
             [legacy_line(&[]), b"\textra".to_vec()].concat(),
             [legacy_line(&[]), b"\t\t".to_vec()].concat(),
-            // Invalid UTF-8 anywhere.
+            // Invalid UTF-8 anywhere: near the start, and near the end.
             legacy_line(&[(5, "G\u{FFFD}T")])
                 .into_iter()
                 .map(|b| if b == 0xEF { 0xFF } else { b })
+                .collect(),
+            legacy_line(&[(29, "text/\u{FFFD}")])
+                .into_iter()
+                .map(|b| if b == 0xEF { 0xC3 } else { b })
                 .collect(),
             Vec::new(),
         ];
