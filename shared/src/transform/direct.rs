@@ -48,8 +48,6 @@ pub(super) struct DirectEncoder {
     /// Index into `fields` of the first field of standard logging v2, which comes after the
     /// lineage columns in table order (`fields.len()` when there is none).
     v2_from: usize,
-    /// The header's columns after `time` are the legacy fields in order, up to some field.
-    legacy_prefix: bool,
     date_key: Key,
     time_key: Key,
     request_time_key: Key,
@@ -100,10 +98,7 @@ impl DirectEncoder {
             fields.push(Field { id, kind, key });
         }
         let (source_object, ingest_time) = encoder.lineage();
-        let legacy_prefix = (fields.iter().enumerate())
-            .all(|(i, field)| field.id == TIME + 1 + i && field.id < LEGACY_FIELDS);
         Some(DirectEncoder {
-            legacy_prefix,
             delimiter,
             v2_from: fields
                 .iter()
@@ -174,17 +169,13 @@ impl DirectEncoder {
         w.text_of(self.time_key, line, time_at, time_text.len());
         w.int(self.request_time_key, micros);
 
-        if self.legacy_prefix {
-            self.write_legacy_columns(line, &mut fields, &mut w)?;
-        } else {
-            for i in 0..self.fields.len() {
-                if i == self.v2_from {
-                    self.write_lineage(line, line_no, &mut w)?;
-                }
-                let (at, text) = fields.next()?;
-                let field = self.fields[i];
-                self.write_column(field.id, field.kind, field.key, line, at, text, &mut w)?;
+        for i in 0..self.fields.len() {
+            if i == self.v2_from {
+                self.write_lineage(line, line_no, &mut w)?;
             }
+            let (at, text) = fields.next()?;
+            let field = self.fields[i];
+            self.write_column(field.id, field.kind, field.key, line, at, text, &mut w)?;
         }
         if self.v2_from == self.fields.len() {
             self.write_lineage(line, line_no, &mut w)?;
@@ -192,33 +183,6 @@ impl DirectEncoder {
         fields
             .ends_well()
             .then_some((w.at, Written { date, micros }))
-    }
-
-    /// The columns of a header that is the legacy fields from `x-edge-location` on, up to
-    /// some field (every legacy file): one copy of the column code per field, in which the
-    /// field's kind is a constant. Each field then has its own branches, which predict well;
-    /// one loop dispatching on the kind mispredicted often.
-    #[inline(always)]
-    fn write_legacy_columns(
-        &mut self,
-        line: &[u8],
-        fields: &mut Fields<'_>,
-        w: &mut Cursor<'_>,
-    ) -> Option<()> {
-        const _: () = assert!(LEGACY_FIELDS == 33, "one line below per legacy field");
-        let end = TIME + 1 + self.fields.len();
-        macro_rules! columns {
-            ($($id:literal)*) => {$(
-                if $id == end {
-                    return Some(());
-                }
-                let (at, text) = fields.next()?;
-                let key = self.fields[$id - TIME - 1].key;
-                self.write_column($id, LOG_FIELDS[$id].kind, key, line, at, text, w)?;
-            )*};
-        }
-        columns!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32);
-        Some(())
     }
 
     /// One column from its field's text at `line[at..]`; nothing for `-` or an empty field.
