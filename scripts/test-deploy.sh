@@ -7,7 +7,8 @@
 #   .tools/arm64/   Debian's qemu-user-static, and the arm64 C runtime (libc6 and libgcc-s1
 #                   cross packages) as the sysroot qemu loads the bootstrap's libraries from;
 #                   fetched with `apt-get download` and unpacked with `dpkg -x` (no root).
-# Then `make build` (release arm64, cargo-lambda) and the test.
+# Then `make build` (release arm64, cargo-lambda), the parser's unit tests built for arm64 and
+# run under the same qemu, and the test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +38,25 @@ python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.arg
   target/lambda-arm64/ingest/bootstrap.zip "$unpacked"
 chmod +x "$unpacked/bootstrap"
 export CF2BQ_ARM64_BOOTSTRAP=$unpacked/bootstrap
+
+# Lambda runs arm64, CI x86-64: this runs the NEON path of cloudfront/bytemask.rs and the
+# byte-for-byte parser and transform tests on the architecture that ships. cargo-lambda builds
+# the test binary as it builds the bootstrap (zig as linker and C compiler), in
+# target/lambda-build/; -p cf2bq-shared only, so the tests crate's fault-injection feature stays
+# out. Dev profile as in `make test`, minus debug info (a 9 MiB binary, not 150); opt-level 0
+# builds faster, but then these tests take 2-4 min under qemu instead of 25 s.
+step "the parser's unit tests (cloudfront::, transform::) for arm64, under qemu"
+arm64_tests=$(PATH=$ROOT/.venv-build/bin:$PATH CARGO_TARGET_DIR=$ROOT/target/lambda-build \
+  CARGO_PROFILE_DEV_DEBUG=false \
+  cargo lambda build --arm64 --tests -p cf2bq-shared --message-format json-render-diagnostics |
+  python3 -c '
+import json, sys
+for line in sys.stdin:  # cargo messages, one JSON object a line (and cargo-lambda notes)
+    m = json.loads(line) if line.startswith("{") else {}
+    if m.get("reason") == "compiler-artifact" and m["profile"]["test"] and m["executable"]:
+        print(m["executable"])')
+[[ -x $arm64_tests ]] || { echo "test-deploy: no arm64 unit-test binary ($arm64_tests)" >&2; exit 1; }
+QEMU_LD_PREFIX=$CF2BQ_ARM64_SYSROOT "$CF2BQ_QEMU_AARCH64" "$arm64_tests" -q cloudfront:: transform::
 
 started_here=false
 if [[ ${CF2BQ_STACK_STARTED:-} != 1 ]]; then
