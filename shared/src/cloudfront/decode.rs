@@ -116,60 +116,20 @@ fn decode_layer_by_layer(value: &[u8], out: &mut Vec<u8>, first: &mut Vec<u8>) -
 /// does not start a whole second-layer escape, so the two ways agree wherever this answers.
 fn decode_both_layers_at_once(input: &[u8], out: &mut Vec<u8>) -> Option<Decoded> {
     let start = out.len();
-    // Room for a whole word written at the last output position.
-    out.resize(start + input.len() + 8, 0);
-    let buf = &mut out[start..];
-    let (mut i, mut j) = (0, 0);
     let (mut layers, mut high) = (0, 0u8);
-    while i < input.len() {
-        if let Some(word) = input.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            buf[j..j + 8].copy_from_slice(&word.to_le_bytes());
-            let percents = matching_bytes(word, PERCENTS);
-            if percents == 0 {
-                i += 8;
-                j += 8;
-                continue;
-            }
-            let literal = percents.trailing_zeros() as usize / 8;
-            i += literal;
-            j += literal;
-        } else if input[i] != b'%' {
-            buf[j] = input[i];
-            i += 1;
-            j += 1;
-            continue;
-        }
-        // `input[i]` is a `%`.
-        let escape = |at: usize| {
-            let h = input.get(at..at + 2)?;
-            Some(hex(h[0])? << 4 | hex(h[1])?)
+    let whole = copy_decoding(input, out, |from| {
+        let (byte, len) = match escape(from, 1)? {
+            b'%' => (escape(from, 3)?, 5),
+            byte => (byte, 3),
         };
-        match escape(i + 1) {
-            Some(b'%') => match escape(i + 3) {
-                Some(byte) => {
-                    buf[j] = byte;
-                    i += 5;
-                    layers = 2;
-                    high |= byte;
-                }
-                None => break,
-            },
-            Some(byte) => {
-                buf[j] = byte;
-                i += 3;
-                layers = layers.max(1);
-                high |= byte;
-            }
-            None => break,
-        }
-        j += 1;
-    }
-    if i < input.len() || high >= 0x80 || layers == 0 {
+        layers = layers.max(len / 2);
+        high |= byte;
+        Some(At::Byte(byte, len))
+    });
+    if !whole || high >= 0x80 || layers == 0 {
         out.truncate(start);
-        return (i >= input.len() && layers == 0).then_some(Decoded::Unchanged);
+        return (whole && layers == 0).then_some(Decoded::Unchanged);
     }
-    out.truncate(start + j);
     Some(if layers == 1 {
         Decoded::OneLayer
     } else {
@@ -196,22 +156,57 @@ enum Escapes {
     NonAscii,
 }
 
+/// Removes one layer of percent-encoding, appending to `out`, and says what escapes (`%XX`,
+/// two hex digits) it found. A `%` not followed by two hex digits is kept as is.
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
+    let (mut escaped, mut high) = (false, 0u8);
+    copy_decoding(input, out, |from| {
+        Some(match escape(from, 1) {
+            Some(byte) => {
+                escaped = true;
+                high |= byte;
+                At::Byte(byte, 3)
+            }
+            None => At::Percent,
+        })
+    });
+    match (escaped, high >= 0x80) {
+        (false, _) => Escapes::None,
+        (true, false) => Escapes::Ascii,
+        (true, true) => Escapes::NonAscii,
+    }
+}
+
+/// What is made of the input from a `%` on.
+enum At {
+    /// This byte, in place of the input's first `.1` bytes.
+    Byte(u8, usize),
+    /// The `%` itself.
+    Percent,
+}
+
 /// `%` in every byte of a word.
 const PERCENTS: u64 = 0x2525_2525_2525_2525;
 
-/// Removes one layer of percent-encoding, appending to `out`, and says what escapes (`%XX`,
-/// two hex digits) it found. A `%` not followed by two hex digits is kept as is.
+/// Appends `input` to `out` with each `%` replaced as `at_percent` says, given the input from
+/// that `%` on. `false` when `at_percent` gave up (`None`); `out` then holds a partial result
+/// past its old end, for the caller to drop.
 ///
 /// One pass, eight bytes at a time in plain integer registers: a word is copied whole, then
 /// the output advances only to its first `%` (encoded User-Agents hold an escape every few
-/// bytes, so neither a search call per escape nor a test per byte is cheap).
-fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
+/// bytes, so neither a search call per escape nor a test per byte is cheap; a bitmask per 64
+/// bytes measured slower on the many short values).
+#[inline(always)]
+fn copy_decoding(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    mut at_percent: impl FnMut(&[u8]) -> Option<At>,
+) -> bool {
     let start = out.len();
     // Room for a whole word written at the last output position.
     out.resize(start + input.len() + 8, 0);
     let buf = &mut out[start..];
     let (mut i, mut j) = (0, 0);
-    let (mut escaped, mut high) = (false, 0u8);
     while i < input.len() {
         if let Some(word) = input.get(i..i + 8) {
             let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
@@ -232,29 +227,24 @@ fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
             continue;
         }
         // `input[i]` is a `%`.
-        let escape = input
-            .get(i + 1..i + 3)
-            .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?));
-        match escape {
-            Some(byte) => {
-                buf[j] = byte;
-                i += 3;
-                escaped = true;
-                high |= byte;
-            }
-            None => {
-                buf[j] = b'%';
-                i += 1;
-            }
-        }
+        let Some(at) = at_percent(&input[i..]) else {
+            return false;
+        };
+        (buf[j], i) = match at {
+            At::Byte(byte, len) => (byte, i + len),
+            At::Percent => (b'%', i + 1),
+        };
         j += 1;
     }
     out.truncate(start + j);
-    match (escaped, high >= 0x80) {
-        (false, _) => Escapes::None,
-        (true, false) => Escapes::Ascii,
-        (true, true) => Escapes::NonAscii,
-    }
+    true
+}
+
+/// The byte of the escape whose two hex digits start at `from[at]`, if they are there.
+#[inline(always)]
+fn escape(from: &[u8], at: usize) -> Option<u8> {
+    let digits = from.get(at..at + 2)?;
+    Some(hex(digits[0])? << 4 | hex(digits[1])?)
 }
 
 #[inline]
