@@ -174,8 +174,7 @@ impl DirectEncoder {
                 self.write_lineage(line, line_no, &mut w)?;
             }
             let (at, text) = fields.next()?;
-            let field = self.fields[i];
-            self.write_column(field.id, field.kind, field.key, line, at, text, &mut w)?;
+            self.write_column(self.fields[i], line, at, text, &mut w)?;
         }
         if self.v2_from == self.fields.len() {
             self.write_lineage(line, line_no, &mut w)?;
@@ -186,13 +185,10 @@ impl DirectEncoder {
     }
 
     /// One column from its field's text at `line[at..]`; nothing for `-` or an empty field.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn write_column(
         &mut self,
-        id: FieldId,
-        kind: FieldKind,
-        key: Key,
+        field: Field,
         line: &[u8],
         at: usize,
         text: &[u8],
@@ -201,6 +197,7 @@ impl DirectEncoder {
         if text == b"-" || text.is_empty() {
             return Some(());
         }
+        let Field { id, kind, key } = field;
         match kind {
             FieldKind::Text => w.text_of(key, line, at, text.len()),
             FieldKind::Encoded(encoding) => {
