@@ -324,6 +324,14 @@ mod tests {
         );
     }
 
+    /// A pseudo-random index below `n` (a simple LCG: the same inputs every run).
+    fn pick(state: &mut u64, n: usize) -> usize {
+        *state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (*state >> 33) as usize % n
+    }
+
     #[test]
     fn one_layer_is_removed_like_a_plain_byte_by_byte_decoder() {
         // The obvious decoder, to compare with.
@@ -376,12 +384,7 @@ mod tests {
         for len in 9..70 {
             for _ in 0..400 {
                 let input: Vec<u8> = (0..len)
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        alphabet[(state >> 33) as usize % alphabet.len()]
-                    })
+                    .map(|_| alphabet[pick(&mut state, alphabet.len())])
                     .collect();
                 check(&input);
             }
@@ -398,14 +401,7 @@ mod tests {
         for len in 0..12 {
             for _ in 0..3000 {
                 let input: Vec<u8> = (0..len)
-                    .flat_map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        alphabet[(state >> 33) as usize % alphabet.len()]
-                            .iter()
-                            .copied()
-                    })
+                    .flat_map(|_| alphabet[pick(&mut state, alphabet.len())].iter().copied())
                     .collect();
                 let mut at_once = b"x".to_vec();
                 let Some(decoded) = decode_both_layers_at_once(&input, &mut at_once) else {
