@@ -118,11 +118,12 @@ fn decode_both_layers_at_once(input: &[u8], out: &mut Vec<u8>) -> Option<Decoded
     let start = out.len();
     let (mut layers, mut high) = (0, 0u8);
     let whole = copy_decoding(input, out, |from| {
-        let (byte, len) = match escape(from, 1)? {
-            b'%' => (escape(from, 3)?, 5),
-            byte => (byte, 3),
+        // `%25XX` is a second-layer escape, five bytes; `%XX` a first-layer one.
+        let (byte, len, escape_layers) = match escape(from, 1)? {
+            b'%' => (escape(from, 3)?, 5, 2),
+            byte => (byte, 3, 1),
         };
-        layers = layers.max(len / 2);
+        layers = layers.max(escape_layers);
         high |= byte;
         Some(At::Byte(byte, len))
     });
