@@ -181,6 +181,7 @@ impl W3cParsers {
     fn encode_directly(
         &mut self,
         line: &[u8],
+        known_utf8: bool,
         line_no: u64,
         encoder: &RowEncoder,
         out: &mut Vec<u8>,
@@ -191,7 +192,7 @@ impl W3cParsers {
             self.direct = DirectEncoder::new(&self.header, delimiter, encoder);
             self.direct_tried = true;
         }
-        self.direct.as_mut()?.encode(line, line_no, out)
+        self.direct.as_mut()?.encode(line, known_utf8, line_no, out)
     }
 }
 
@@ -213,6 +214,10 @@ fn parse_chunk(
         ..Parsed::default()
     };
     let text = chunk.text();
+    // Lines end at an ASCII byte, so in a valid chunk every whole line is valid too: one
+    // check of the chunk instead of one per line. (A chunk can end in a line cut short for
+    // length, maybe mid-character; then each line is checked on its own.)
+    let utf8_chunk = simdutf8::basic::from_utf8(text).is_ok();
     let max = options.max_line_bytes;
     let mut line_no = chunk.first_line_no - 1;
     let mut start = 0;
@@ -253,7 +258,10 @@ fn parse_chunk(
                     parsers.w3c = Some(W3cParsers::new(header, *delimiter));
                 }
                 let w3c = parsers.w3c.as_mut().expect("set above");
-                if let Some(row) = w3c.encode_directly(kept, line_no, encoder, &mut out.encoded) {
+                // `kept` is the whole line (less a CR): a longer one was refused above.
+                let written =
+                    w3c.encode_directly(kept, utf8_chunk, line_no, encoder, &mut out.encoded);
+                if let Some(row) = written {
                     out.stats.rows += 1;
                     out.latest = out.latest.max(Some(row.micros));
                     out.rows.push((row.date, out.encoded.len()));

@@ -158,7 +158,7 @@ fn every_corpus_file_gives_the_same_output_in_parallel() {
 }
 
 /// Generated rows, then a `#Fields` switch to 12 fields mid-file with blank, CRLF, comment,
-/// bad and over-long lines, then back to 33 fields in a second gzip member.
+/// bad, not UTF-8 and over-long lines, then back to 33 fields in a second gzip member.
 fn mixed_text() -> (Vec<u8>, Vec<u8>) {
     let mut first = generated(7, 300);
     first.extend_from_slice(b"\n#Version: 1.0\n");
@@ -188,6 +188,10 @@ fn mixed_text() -> (Vec<u8>, Vec<u8>) {
             }
             11 => first
                 .extend_from_slice(b"2026-11-20\t25:00:00\tFRA\t1\tc\tGET\th\t/\t200\t-\t-\t-\r\n"),
+            // Well formed but for one byte, among valid lines: the chunk's text is not UTF-8.
+            13 => first.extend_from_slice(
+                b"2026-11-20\t10:00:00\tFRA\t1\tc\tGET\th\t/\xff\t200\t-\t-\t-\n",
+            ),
             _ => {}
         }
     }
@@ -203,8 +207,9 @@ fn fields_switches_blank_crlf_bad_and_long_lines_give_the_same_output_in_paralle
     let (calls, result) = assert_same("mixed", &gz, &[64 * 1024, 256], &CHUNKS);
     let stats = result.expect("a good stream");
     assert_eq!(stats.read.bytes, (first.len() + second.len()) as u64);
-    // Rows under both headers arrived; the short, long and timeless lines were rejected.
-    assert_eq!((stats.read.rows, stats.read.rejected), (800, 36));
+    // Rows under both headers arrived; the short, long, timeless and not UTF-8 lines were
+    // rejected.
+    assert_eq!((stats.read.rows, stats.read.rejected), (800, 47));
     let reasons: std::collections::BTreeSet<&str> = calls
         .iter()
         .filter_map(|c| match c {
@@ -212,7 +217,9 @@ fn fields_switches_blank_crlf_bad_and_long_lines_give_the_same_output_in_paralle
             Call::Batch { .. } => None,
         })
         .collect();
-    assert!(reasons.contains("column_count") && reasons.contains("bad_value"));
+    for reason in ["column_count", "bad_value", "invalid_utf8"] {
+        assert!(reasons.contains(reason), "{reason}: {reasons:?}");
+    }
 }
 
 /// A v2 plain object has no header: the delivery's configured fields read it (its delimiter
@@ -332,6 +339,7 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
     let line = prop_oneof![
         4 => Just(b"2026-11-20\t10:00:00\t/a%2520b\t200".to_vec()),
         2 => Just(b"2026-11-21\t23:59:59\t-\t404\r".to_vec()),
+        1 => Just(b"2026-11-21\t23:59:59\t/\xc3\t404".to_vec()),
         1 => Just(b"#Fields: date time cs-uri-stem sc-status".to_vec()),
         1 => Just(b"#Fields: time date x-future".to_vec()),
         1 => Just(b"#Fields: date date".to_vec()),
