@@ -37,13 +37,16 @@ pub struct Scratch {
     decoded: Vec<u8>,
 }
 
+/// Bytes a decoder may write past the end of the value's length (whole words).
+pub const DECODE_SLACK: usize = 8;
+
 /// Decodes `value` by `encoding`, appending the result to `out` unless it is unchanged.
 pub fn decode(value: &str, encoding: Encoding, out: &mut String, scratch: &mut Scratch) -> Decoded {
     let Scratch { first, decoded } = scratch;
     decoded.clear();
-    let result = decode_layers(value.as_bytes(), encoding, decoded, first);
+    let result = decode_bytes(value.as_bytes(), encoding, decoded, first);
     if result != Decoded::Unchanged {
-        // Always UTF-8 (see `decode_bytes`); checked here rather than assumed.
+        // Always UTF-8 (see `decode_into`); checked here rather than assumed.
         match std::str::from_utf8(decoded) {
             Ok(text) => out.push_str(text),
             Err(_) => return Decoded::Unchanged,
@@ -52,72 +55,80 @@ pub fn decode(value: &str, encoding: Encoding, out: &mut String, scratch: &mut S
     result
 }
 
-/// Like [`decode`] on bytes: `value` must be valid UTF-8, and then what is appended to `out`
-/// is too. Only a decoded byte of 0x80 or more can break UTF-8, so only a layer that has one
-/// is checked: most values are decoded without looking at them twice.
-pub fn decode_bytes(
-    value: &[u8],
-    encoding: Encoding,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) -> Decoded {
-    decode_layers(value, encoding, out, &mut scratch.first)
-}
-
-fn decode_layers(
+/// Like [`decode_into`], appending the result to `out` unless it is unchanged.
+fn decode_bytes(
     value: &[u8],
     encoding: Encoding,
     out: &mut Vec<u8>,
     first: &mut Vec<u8>,
 ) -> Decoded {
     let start = out.len();
+    out.resize(start + value.len() + DECODE_SLACK, 0);
+    let (decoded, len) = decode_layers(value, encoding, &mut out[start..], first);
+    out.truncate(start + len);
+    decoded
+}
+
+/// Decodes `value` by `encoding` into the start of `out`, which needs room for
+/// `value.len() + DECODE_SLACK` bytes; returns how, and the decoded length (0 when
+/// unchanged: `out` then holds nothing of use). `value` must be valid UTF-8, and then the
+/// decoded bytes are too. Only a decoded byte of 0x80 or more can break UTF-8, so only a
+/// layer that has one is checked: most values are decoded without looking at them twice.
+/// Writing into a slice lets a caller decode straight into its output.
+pub fn decode_into(
+    value: &[u8],
+    encoding: Encoding,
+    out: &mut [u8],
+    scratch: &mut Scratch,
+) -> (Decoded, usize) {
+    decode_layers(value, encoding, out, &mut scratch.first)
+}
+
+fn decode_layers(
+    value: &[u8],
+    encoding: Encoding,
+    out: &mut [u8],
+    first: &mut Vec<u8>,
+) -> (Decoded, usize) {
     match encoding {
-        Encoding::OneLayer => {
-            // Straight into `out`, taken back if it is not kept.
-            let escapes = percent_decode_into(value, out);
-            if keeps(&out[start..], escapes) {
-                Decoded::OneLayer
-            } else {
-                out.truncate(start);
-                Decoded::Unchanged
-            }
-        }
+        Encoding::OneLayer => match percent_decode_into(value, out) {
+            (escapes, len) if keeps(&out[..len], escapes) => (Decoded::OneLayer, len),
+            _ => (Decoded::Unchanged, 0),
+        },
         Encoding::UpToTwoLayers => decode_both_layers_at_once(value, out)
             .unwrap_or_else(|| decode_layer_by_layer(value, out, first)),
     }
 }
 
 /// Up to two layers, one after the other, for any value.
-fn decode_layer_by_layer(value: &[u8], out: &mut Vec<u8>, first: &mut Vec<u8>) -> Decoded {
-    let start = out.len();
-    first.clear();
-    let escapes = percent_decode_into(value, first);
+fn decode_layer_by_layer(value: &[u8], out: &mut [u8], first: &mut Vec<u8>) -> (Decoded, usize) {
+    first.resize(value.len() + DECODE_SLACK, 0);
+    let (escapes, first_len) = percent_decode_into(value, first);
+    let first = &first[..first_len];
     if !keeps(first, escapes) {
-        return Decoded::Unchanged;
+        return (Decoded::Unchanged, 0);
     }
     // The second layer straight into `out`: without escapes it is the first one.
-    let escapes = percent_decode_into(first, out);
+    let (escapes, len) = percent_decode_into(first, out);
     if escapes == Escapes::None {
-        return Decoded::OneLayer;
+        return (Decoded::OneLayer, len);
     }
-    if keeps(&out[start..], escapes) {
-        return Decoded::TwoLayers;
+    if keeps(&out[..len], escapes) {
+        return (Decoded::TwoLayers, len);
     }
     // The second layer would be invalid UTF-8: stop after one layer.
-    out.truncate(start);
-    out.extend_from_slice(first);
-    Decoded::OneLayer
+    out[..first_len].copy_from_slice(first);
+    (Decoded::OneLayer, first_len)
 }
 
 /// Both layers in one pass, for the values CloudFront writes today: `%25XX` escapes (a byte
-/// the second layer gives) and `%XX` ones, each giving ASCII. `None`, with `out` as it was,
-/// for anything else (a `%` that is not such an escape, or a byte of 0x80 or more), which
-/// is then decoded layer by layer. Only then can the first layer's output hold a `%` that
-/// does not start a whole second-layer escape, so the two ways agree wherever this answers.
-fn decode_both_layers_at_once(input: &[u8], out: &mut Vec<u8>) -> Option<Decoded> {
-    let start = out.len();
+/// the second layer gives) and `%XX` ones, each giving ASCII. `None` for anything else (a
+/// `%` that is not such an escape, or a byte of 0x80 or more), which is then decoded layer
+/// by layer. Only then can the first layer's output hold a `%` that does not start a whole
+/// second-layer escape, so the two ways agree wherever this answers.
+fn decode_both_layers_at_once(input: &[u8], out: &mut [u8]) -> Option<(Decoded, usize)> {
     let (mut layers, mut high) = (0, 0u8);
-    let whole = copy_decoding(input, out, |from| {
+    let len = copy_decoding(input, out, |from| {
         // `%25XX` is a second-layer escape, five bytes; `%XX` a first-layer one.
         let (byte, len, escape_layers) = match escape(from, 1)? {
             b'%' => (escape(from, 3)?, 5, 2),
@@ -126,16 +137,13 @@ fn decode_both_layers_at_once(input: &[u8], out: &mut Vec<u8>) -> Option<Decoded
         layers = layers.max(escape_layers);
         high |= byte;
         Some(At::Byte(byte, len))
-    });
-    if !whole || high >= 0x80 || layers == 0 {
-        out.truncate(start);
-        return (whole && layers == 0).then_some(Decoded::Unchanged);
+    })?;
+    match (layers, high >= 0x80) {
+        (_, true) => None,
+        (0, false) => Some((Decoded::Unchanged, 0)),
+        (1, false) => Some((Decoded::OneLayer, len)),
+        _ => Some((Decoded::TwoLayers, len)),
     }
-    Some(if layers == 1 {
-        Decoded::OneLayer
-    } else {
-        Decoded::TwoLayers
-    })
 }
 
 /// Whether a layer just decoded is kept: it removed an escape and is still UTF-8.
@@ -157,11 +165,12 @@ enum Escapes {
     NonAscii,
 }
 
-/// Removes one layer of percent-encoding, appending to `out`, and says what escapes (`%XX`,
-/// two hex digits) it found. A `%` not followed by two hex digits is kept as is.
-fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
+/// Removes one layer of percent-encoding into the start of `out` (room for
+/// `input.len() + DECODE_SLACK`), and says what escapes (`%XX`, two hex digits) it found and
+/// how long the result is. A `%` not followed by two hex digits is kept as is.
+fn percent_decode_into(input: &[u8], out: &mut [u8]) -> (Escapes, usize) {
     let (mut escaped, mut high) = (false, 0u8);
-    copy_decoding(input, out, |from| {
+    let len = copy_decoding(input, out, |from| {
         Some(match escape(from, 1) {
             Some(byte) => {
                 escaped = true;
@@ -170,12 +179,14 @@ fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Escapes {
             }
             None => At::Percent,
         })
-    });
-    match (escaped, high >= 0x80) {
+    })
+    .expect("a `%` that is no escape is kept");
+    let escapes = match (escaped, high >= 0x80) {
         (false, _) => Escapes::None,
         (true, false) => Escapes::Ascii,
         (true, true) => Escapes::NonAscii,
-    }
+    };
+    (escapes, len)
 }
 
 /// What is made of the input from a `%` on.
@@ -189,9 +200,9 @@ enum At {
 /// `%` in every byte of a word.
 const PERCENTS: u64 = 0x2525_2525_2525_2525;
 
-/// Appends `input` to `out` with each `%` replaced as `at_percent` says, given the input from
-/// that `%` on. `false` when `at_percent` gave up (`None`); `out` then holds a partial result
-/// past its old end, for the caller to drop.
+/// Writes `input` to the start of `buf` (room for `input.len() + DECODE_SLACK`) with each
+/// `%` replaced as `at_percent` says, given the input from that `%` on; returns the length
+/// written. `None` when `at_percent` gave up (`None`), with a partial result in `buf`.
 ///
 /// One pass, eight bytes at a time in plain integer registers: a word is copied whole, then
 /// the output advances only to its first `%` (encoded User-Agents hold an escape every few
@@ -200,13 +211,11 @@ const PERCENTS: u64 = 0x2525_2525_2525_2525;
 #[inline(always)]
 fn copy_decoding(
     input: &[u8],
-    out: &mut Vec<u8>,
+    buf: &mut [u8],
     mut at_percent: impl FnMut(&[u8]) -> Option<At>,
-) -> bool {
-    let start = out.len();
+) -> Option<usize> {
     // Room for a whole word written at the last output position.
-    out.resize(start + input.len() + 8, 0);
-    let buf = &mut out[start..];
+    let buf = &mut buf[..input.len() + DECODE_SLACK];
     let (mut i, mut j) = (0, 0);
     while i < input.len() {
         if let Some(word) = input.get(i..i + 8) {
@@ -228,17 +237,13 @@ fn copy_decoding(
             continue;
         }
         // `input[i]` is a `%`.
-        let Some(at) = at_percent(&input[i..]) else {
-            return false;
-        };
-        (buf[j], i) = match at {
+        (buf[j], i) = match at_percent(&input[i..])? {
             At::Byte(byte, len) => (byte, i + len),
             At::Percent => (b'%', i + 1),
         };
         j += 1;
     }
-    out.truncate(start + j);
-    true
+    Some(j)
 }
 
 /// The byte of the escape whose two hex digits start at `from[at]`, if they are there.
@@ -325,6 +330,15 @@ mod tests {
         );
     }
 
+    /// Runs a decoder on room for `input` as the callers make it; returns what it wrote and
+    /// what it said.
+    fn into_room<T>(input: &[u8], decoder: impl FnOnce(&mut [u8]) -> (T, usize)) -> (Vec<u8>, T) {
+        let mut out = vec![0; input.len() + DECODE_SLACK];
+        let (said, len) = decoder(&mut out);
+        out.truncate(len);
+        (out, said)
+    }
+
     /// A pseudo-random index below `n` (a simple LCG: the same inputs every run).
     fn pick(state: &mut u64, n: usize) -> usize {
         *state = state
@@ -359,10 +373,9 @@ mod tests {
         }
         let alphabet = b"%%2a5F0gz ";
         let check = |input: &[u8]| {
-            let mut out = b"x".to_vec();
-            let escaped = percent_decode_into(input, &mut out);
+            let (out, escaped) = into_room(input, |out| percent_decode_into(input, out));
             let expected = reference(input);
-            assert_eq!(&out[1..], expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(out, expected, "{:?}", String::from_utf8_lossy(input));
             // The inputs are ASCII, so a high byte out came from an escape.
             let high = expected.iter().any(|&b| b >= 0x80);
             assert_eq!(
@@ -404,18 +417,18 @@ mod tests {
                 let input: Vec<u8> = (0..len)
                     .flat_map(|_| alphabet[pick(&mut state, alphabet.len())].iter().copied())
                     .collect();
-                let mut at_once = b"x".to_vec();
-                let Some(decoded) = decode_both_layers_at_once(&input, &mut at_once) else {
-                    assert_eq!(at_once, b"x");
+                let mut at_once = vec![0; input.len() + DECODE_SLACK];
+                let Some((decoded, len)) = decode_both_layers_at_once(&input, &mut at_once) else {
                     left += 1;
                     continue;
                 };
                 answered += 1;
-                let mut layered = b"x".to_vec();
-                let expected = decode_layer_by_layer(&input, &mut layered, &mut Vec::new());
+                let (layered, expected) = into_room(&input, |out| {
+                    decode_layer_by_layer(&input, out, &mut Vec::new())
+                });
                 let input = String::from_utf8_lossy(&input);
                 assert_eq!(decoded, expected, "{input}");
-                assert_eq!(at_once, layered, "{input}");
+                assert_eq!(&at_once[..len], layered, "{input}");
             }
         }
         // Both kinds of input came up often.

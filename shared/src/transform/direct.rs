@@ -12,10 +12,14 @@
 //!
 //! [`LineParser`]: crate::cloudfront::LineParser
 
-use crate::bigquery::encode::{field_number, put_varint, RowEncoder, FIXED64, LEN, VARINT};
+use crate::bigquery::encode::{
+    field_number, put_varint, varint_len, RowEncoder, FIXED64, LEN, VARINT,
+};
 use crate::bigquery::schema::Source;
-use crate::cloudfront::decode::{decode_bytes, Decoded, Scratch};
-use crate::cloudfront::fields::{FieldId, FieldKind, DATE, LEGACY_FIELDS, LOG_FIELDS, TIME};
+use crate::cloudfront::decode::{decode_into, Decoded, Scratch, DECODE_SLACK};
+use crate::cloudfront::fields::{
+    Encoding, FieldId, FieldKind, DATE, LEGACY_FIELDS, LOG_FIELDS, TIME,
+};
 use crate::cloudfront::parse::{
     is_plain_json, parse_date, parse_epoch, parse_float, parse_int, parse_time, Column, Delimiters,
 };
@@ -55,7 +59,6 @@ pub(super) struct DirectEncoder {
     line_key: Key,
     source_object: Vec<u8>,
     ingest_time: Vec<u8>,
-    decoded: Vec<u8>,
     tmp: Scratch,
     /// The fields of the current line decoded twice, whose logged text `raw_fields` keeps:
     /// their column and where the text is in the line.
@@ -112,7 +115,6 @@ impl DirectEncoder {
             line_key: Key::new(field_number(Source::SourceLine), VARINT),
             source_object: source_object.to_vec(),
             ingest_time: ingest_time.to_vec(),
-            decoded: Vec::new(),
             tmp: Scratch::default(),
             kept_raw: Vec::new(),
             last_date: None,
@@ -205,15 +207,9 @@ impl DirectEncoder {
         match kind {
             FieldKind::Text => w.text_of(key, line, at, text.len()),
             FieldKind::Encoded(encoding) => {
-                self.decoded.clear();
-                match decode_bytes(text, encoding, &mut self.decoded, &mut self.tmp) {
-                    Decoded::Unchanged => w.text_of(key, line, at, text.len()),
-                    Decoded::OneLayer => w.string(key, &self.decoded),
-                    Decoded::TwoLayers => {
-                        w.string(key, &self.decoded);
-                        self.kept_raw
-                            .push((LOG_FIELDS[id].column, at..at + text.len()));
-                    }
+                if w.decoded(key, line, at, text, encoding, &mut self.tmp)? == Decoded::TwoLayers {
+                    self.kept_raw
+                        .push((LOG_FIELDS[id].column, at..at + text.len()));
                 }
             }
             FieldKind::Int => w.int(key, parse_int(text)?),
@@ -351,18 +347,49 @@ impl Cursor<'_> {
         self.at += b.len();
     }
 
+    /// The string `text` (at `line[at..]`) decoded by `encoding`, straight into the row
+    /// after room for the longest length it can have (rather than into a buffer and copied);
+    /// as logged when decoding leaves it unchanged. `None` if the row has no room left.
     #[inline(always)]
-    fn string(&mut self, key: Key, s: &[u8]) {
+    fn decoded(
+        &mut self,
+        key: Key,
+        line: &[u8],
+        at: usize,
+        text: &[u8],
+        encoding: Encoding,
+        scratch: &mut Scratch,
+    ) -> Option<Decoded> {
         self.key(key);
-        self.varint(s.len() as u64);
-        self.bytes(s);
+        let room_for_len = varint_len(text.len() as u64);
+        let from = self.at + room_for_len;
+        let out = self.buf.get_mut(from..from + text.len() + DECODE_SLACK)?;
+        let (decoded, len) = decode_into(text, encoding, out, scratch);
+        if decoded == Decoded::Unchanged {
+            self.string_of(line, at, text.len());
+            return Some(decoded);
+        }
+        let len_len = varint_len(len as u64);
+        if len_len < room_for_len {
+            // Shorter than a byte of its length prefix: the rare value that crosses 128.
+            self.buf.copy_within(from..from + len, self.at + len_len);
+        }
+        self.varint(len as u64);
+        self.at += len;
+        Some(decoded)
     }
 
-    /// The string `line[at..at + len]`. Short ones are moved sixteen or 32 bytes at once,
-    /// running past their end into room the next column writes over.
+    /// The string `line[at..at + len]`, with its key.
     #[inline(always)]
     fn text_of(&mut self, key: Key, line: &[u8], at: usize, len: usize) {
         self.key(key);
+        self.string_of(line, at, len);
+    }
+
+    /// The length and bytes of `line[at..at + len]`. Short ones are moved sixteen or 32
+    /// bytes at once, running past their end into room the next column writes over.
+    #[inline(always)]
+    fn string_of(&mut self, line: &[u8], at: usize, len: usize) {
         self.varint(len as u64);
         let to = &mut self.buf[self.at..];
         if len <= 16 && at + 16 <= line.len() && to.len() >= 16 {
@@ -526,6 +553,10 @@ mod tests {
             legacy_line(&[(9, "caf%25C3%25A9"), (10, "Mozilla/5.0%2520(X)")]),
             legacy_line(&[(10, "abc%FFdef"), (7, "/x%25FF")]),
             legacy_line(&[(11, "100%"), (10, "%zz%41")]),
+            // Decoded straight into the row: from 128 bytes or more to fewer (a shorter
+            // length prefix), to 128 or more, and from under 128.
+            legacy_line(&[(10, &"a%2520".repeat(22)), (7, &"/p%2541".repeat(30))]),
+            legacy_line(&[(9, &"%2541".repeat(30)), (11, &"q%3D".repeat(40))]),
             // Nulls, empty values, negative and large numbers, long floats.
             legacy_line(&[(3, "-"), (4, ""), (26, "-7"), (18, "10.123456789012345678")]),
             legacy_line(&[(30, "9223372036854775807"), (27, "0.0000001")]),
