@@ -9,6 +9,7 @@ mod split;
 mod tests;
 
 use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
 use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
@@ -183,6 +184,26 @@ struct Batcher {
     open: Vec<OpenBatch>,
 }
 
+/// One row of a buffer of rows framed one after another (see
+/// [`push_framed`](crate::bigquery::rows::push_framed)).
+#[derive(Debug, Clone, Copy)]
+struct FramedRow {
+    /// Its log date, days since the epoch.
+    date: i32,
+    /// The encoded row's length, without its framing.
+    len: usize,
+    /// Where its frame ends in the buffer.
+    end: usize,
+}
+
+/// Framed rows bound for one open batch and not yet copied into it.
+struct Run {
+    batch: usize,
+    frames: Range<usize>,
+    rows: usize,
+    row_bytes: usize,
+}
+
 impl Batcher {
     fn row(
         &mut self,
@@ -191,6 +212,70 @@ impl Batcher {
         options: &TransformOptions,
         sink: &mut impl BatchSink,
     ) -> Result<(), TransformError> {
+        let index = self.index_for(date, options);
+        let batch = &mut self.open[index];
+        batch.bytes += encoded.len() + 8;
+        batch.rows.push(encoded);
+        if batch.bytes >= options.batch_bytes {
+            self.send(index, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Rows `range` of `rows`, whose frames lie one after another in `framed`: batched
+    /// exactly as [`row`](Self::row) one by one would, but each run of rows bound for one
+    /// batch is copied in one piece.
+    fn framed_rows(
+        &mut self,
+        framed: &[u8],
+        rows: &[FramedRow],
+        range: Range<usize>,
+        options: &TransformOptions,
+        sink: &mut impl BatchSink,
+    ) -> Result<(), TransformError> {
+        let mut run: Option<Run> = None;
+        for i in range {
+            let row = rows[i];
+            let start = if i == 0 { 0 } else { rows[i - 1].end };
+            let same_batch = run
+                .as_ref()
+                .is_some_and(|r| self.open[r.batch].date == row.date);
+            if !same_batch {
+                if let Some(run) = run.take() {
+                    self.copy(run, framed);
+                }
+                run = Some(Run {
+                    batch: self.index_for(row.date, options),
+                    frames: start..start,
+                    rows: 0,
+                    row_bytes: 0,
+                });
+            }
+            let current = run.as_mut().expect("set above");
+            current.frames.end = row.end;
+            current.rows += 1;
+            current.row_bytes += row.len;
+            let index = current.batch;
+            let batch = &mut self.open[index];
+            batch.bytes += row.len + 8;
+            if batch.bytes >= options.batch_bytes {
+                self.copy(run.take().expect("set above"), framed);
+                self.send(index, sink)?;
+            }
+        }
+        if let Some(run) = run {
+            self.copy(run, framed);
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, run: Run, framed: &[u8]) {
+        let rows = &mut self.open[run.batch].rows;
+        rows.extend_framed(&framed[run.frames], run.rows, run.row_bytes);
+    }
+
+    /// The open batch for `date`, opened if need be, with room for a whole batch.
+    fn index_for(&mut self, date: i32, options: &TransformOptions) -> usize {
         let index = match self.open.iter().position(|b| b.date == date) {
             Some(i) => i,
             None => {
@@ -205,15 +290,16 @@ impl Batcher {
             // counts, so only the row that fills it can grow it.
             batch.rows = Rows::with_capacity(options.batch_bytes.min(MAX_RESERVE) + 1024);
         }
-        batch.bytes += encoded.len() + 8;
-        batch.rows.push(encoded);
-        if batch.bytes >= options.batch_bytes {
-            let rows = std::mem::take(&mut batch.rows);
-            batch.bytes = 0;
-            sink.batch(&batch.table, batch.date, rows)
-                .map_err(|_| TransformError::Stopped)?;
-        }
-        Ok(())
+        index
+    }
+
+    /// Hands open batch `index` to the sink and starts it again.
+    fn send(&mut self, index: usize, sink: &mut impl BatchSink) -> Result<(), TransformError> {
+        let batch = &mut self.open[index];
+        let rows = std::mem::take(&mut batch.rows);
+        batch.bytes = 0;
+        sink.batch(&batch.table, batch.date, rows)
+            .map_err(|_| TransformError::Stopped)
     }
 
     fn finish(self, sink: &mut impl BatchSink) -> Result<(), TransformError> {

@@ -32,11 +32,17 @@ impl Rows {
     /// Appends one encoded row.
     #[inline]
     pub fn push(&mut self, row: &[u8]) {
-        self.body.push(SERIALIZED_ROWS_KEY);
-        super::encode::put_varint(row.len() as u64, &mut self.body);
-        self.body.extend_from_slice(row);
+        push_framed(row, &mut self.body);
         self.count += 1;
         self.row_bytes += row.len();
+    }
+
+    /// Appends rows already framed by [`push_framed`]: `count` of them, holding `row_bytes`
+    /// bytes of their own. One copy for the lot, however many they are.
+    pub fn extend_framed(&mut self, framed: &[u8], count: usize, row_bytes: usize) {
+        self.body.extend_from_slice(framed);
+        self.count += count;
+        self.row_bytes += row_bytes;
     }
 
     /// Number of rows.
@@ -66,6 +72,14 @@ impl Rows {
     pub fn iter(&self) -> RowsIter<'_> {
         RowsIter { rest: &self.body }
     }
+}
+
+/// Appends `row` to `out` framed as one `serialized_rows` entry, as [`Rows`] holds it.
+#[inline]
+pub fn push_framed(row: &[u8], out: &mut Vec<u8>) {
+    out.push(SERIALIZED_ROWS_KEY);
+    super::encode::put_varint(row.len() as u64, out);
+    out.extend_from_slice(row);
 }
 
 impl std::fmt::Debug for Rows {
@@ -137,6 +151,15 @@ mod tests {
         assert_eq!(ours.row_bytes(), rows.iter().map(Vec::len).sum::<usize>());
         assert_eq!(ours.iter().collect::<Vec<_>>(), rows);
         assert!(Rows::new().is_empty());
+        // One row pushed, the others framed elsewhere and added in one piece: the same rows.
+        let mut framed = Vec::new();
+        rows[1..]
+            .iter()
+            .for_each(|row| push_framed(row, &mut framed));
+        let mut pieced = Rows::new();
+        pieced.push(&rows[0]);
+        pieced.extend_framed(&framed, 4, rows[1..].iter().map(Vec::len).sum());
+        assert_eq!(pieced, ours);
         assert_eq!(Rows::new().iter().count(), 0);
     }
 }

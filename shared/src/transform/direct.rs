@@ -15,6 +15,7 @@
 use crate::bigquery::encode::{
     field_number, put_varint, varint_len, RowEncoder, FIXED64, LEN, VARINT,
 };
+use crate::bigquery::rows::push_framed;
 use crate::bigquery::schema::Source;
 use crate::cloudfront::decode::{decode_into, Decoded, Scratch, DECODE_SLACK};
 use crate::cloudfront::fields::{
@@ -33,6 +34,8 @@ pub(super) struct Written {
     pub date: i32,
     /// The request time, microseconds since the epoch.
     pub micros: i64,
+    /// The encoded row's length, without its framing.
+    pub len: usize,
 }
 
 /// One column after `date` and `time`, with its protobuf key.
@@ -122,8 +125,9 @@ impl DirectEncoder {
         })
     }
 
-    /// Appends the encoded row of `line` (without its line end) to `out`; `None`, with `out`
-    /// as it was, when the line needs the general path. `known_utf8`: the caller has already
+    /// Appends the encoded row of `line` (without its line end) to `out`, framed as one
+    /// `ProtoRows` entry ([`push_framed`]); `None`, with `out` as it was, when the line needs
+    /// the general path. `known_utf8`: the caller has already
     /// found the line valid UTF-8 (a whole chunk checked at once costs less than its lines).
     pub(super) fn encode(
         &mut self,
@@ -141,16 +145,16 @@ impl DirectEncoder {
         // Lent out for the line, as the row is written while the rest of `self` changes.
         let mut row = std::mem::take(&mut self.row);
         let written = self.write(line, line_no, &mut row);
-        if let Some((len, _)) = written {
-            out.extend_from_slice(&row[..len]);
+        if let Some(written) = written {
+            push_framed(&row[..written.len], out);
         }
         self.row = row;
-        written.map(|(_, written)| written)
+        written
     }
 
     /// Writes the row into `row`, made big enough for any row of `line` first; returns its
     /// length.
-    fn write(&mut self, line: &[u8], line_no: u64, row: &mut Vec<u8>) -> Option<(usize, Written)> {
+    fn write(&mut self, line: &[u8], line_no: u64, row: &mut Vec<u8>) -> Option<Written> {
         // Strings only shrink when decoded; every other column takes at most a key, a
         // length and ten bytes of number; `raw_fields` is given a line's worth (a longer one
         // goes the general way); and the sixteen-byte moves may run 32 bytes past the end.
@@ -185,9 +189,11 @@ impl DirectEncoder {
         if self.v2_from == self.fields.len() {
             self.write_lineage(line, line_no, &mut w)?;
         }
-        fields
-            .ends_well()
-            .then_some((w.at, Written { date, micros }))
+        fields.ends_well().then_some(Written {
+            date,
+            micros,
+            len: w.at,
+        })
     }
 
     /// One column from its field's text at `line[at..]`; nothing for `-` or an empty field.
@@ -391,7 +397,8 @@ impl Cursor<'_> {
         let len_len = varint_len(len as u64);
         if len_len < room_for_len {
             // Shorter than a byte of its length prefix: the rare value that crosses 128.
-            self.buf.copy_within(from..from + len, from - (room_for_len - len_len));
+            self.buf
+                .copy_within(from..from + len, from - (room_for_len - len_len));
         }
         // Byte by byte: a whole-word store would run over the decoded text.
         self.key(key);
@@ -479,7 +486,7 @@ mod tests {
         RowEncoder::new("s3://bucket/key.gz", 1_700_000_000_000_000)
     }
 
-    /// The general path's row for `line`, if it makes one.
+    /// The general path's row for `line`, framed, if it makes one.
     fn general(
         header: &Header,
         delimiter: u8,
@@ -493,8 +500,11 @@ mod tests {
         let written = Written {
             date: row.date,
             micros: row.timestamp_micros(),
+            len: out.len(),
         };
-        Some((out, written))
+        let mut framed = Vec::new();
+        push_framed(&out, &mut framed);
+        Some((framed, written))
     }
 
     /// Runs `line` through the direct encoder after some earlier output: a line it takes must

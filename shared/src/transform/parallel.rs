@@ -16,10 +16,11 @@ use flate2::bufread::MultiGzDecoder;
 use super::direct::{DirectEncoder, Written};
 use super::split::{Chunk, Mode, Piece, Splitter};
 use super::{
-    BatchSink, Batcher, RejectedLine, TransformError, TransformOptions, TransformStats,
+    BatchSink, Batcher, FramedRow, RejectedLine, TransformError, TransformOptions, TransformStats,
     COMPRESSED_BUFFER,
 };
 use crate::bigquery::encode::RowEncoder;
+use crate::bigquery::rows::push_framed;
 use crate::cloudfront::json::JsonParser;
 use crate::cloudfront::{Header, LineError, LineParser, ReadError, ReadStats};
 
@@ -32,10 +33,11 @@ const DEPTH: usize = 2;
 /// One chunk parsed and encoded.
 #[derive(Default)]
 struct Parsed {
-    /// The encoded rows, one after another, in line order.
-    encoded: Vec<u8>,
-    /// Per row, its log date and where it ends in `encoded`.
-    rows: Vec<(i32, usize)>,
+    /// The encoded rows, in line order, each framed as a `ProtoRows` entry
+    /// ([`push_framed`]): runs of them go into a batch in one copy.
+    framed: Vec<u8>,
+    /// Per row, in order.
+    rows: Vec<FramedRow>,
     /// Rejected lines, each with the number of rows of this chunk that come before it.
     rejected: Vec<(usize, RejectedLine)>,
     /// The stream stops after this chunk's rows and rejected lines.
@@ -115,7 +117,7 @@ struct WorkerChannels {
     parsed: SyncSender<Parsed>,
     /// Chunk buffers back to the splitter, to be filled again.
     spare: SyncSender<Vec<u8>>,
-    /// Encoded-row buffers back from the merge: reused pages rather than new ones, which the
+    /// Framed-row buffers back from the merge: reused pages rather than new ones, which the
     /// kernel would have to fault in and zero for every chunk.
     returned: Receiver<Vec<u8>>,
 }
@@ -200,16 +202,18 @@ impl W3cParsers {
 /// [`LogReader::next_item`](crate::cloudfront::LogReader::next_item) would.
 fn parse_chunk(
     chunk: &Chunk,
-    mut encoded: Vec<u8>,
+    mut framed: Vec<u8>,
     parsers: &mut Parsers,
     options: &TransformOptions,
     encoder: &RowEncoder,
 ) -> Parsed {
     // Encoded rows run up to about half as long again as their lines (lineage, raw values).
-    encoded.clear();
-    encoded.reserve(chunk.len + chunk.len / 2);
+    framed.clear();
+    framed.reserve(chunk.len + chunk.len / 2);
+    // A row of the general path, before it is framed.
+    let mut general = Vec::new();
     let mut out = Parsed {
-        encoded,
+        framed,
         rows: Vec::with_capacity(chunk.len / 256 + 1),
         ..Parsed::default()
     };
@@ -260,11 +264,15 @@ fn parse_chunk(
                 let w3c = parsers.w3c.as_mut().expect("set above");
                 // `kept` is the whole line (less a CR): a longer one was refused above.
                 let written =
-                    w3c.encode_directly(kept, utf8_chunk, line_no, encoder, &mut out.encoded);
+                    w3c.encode_directly(kept, utf8_chunk, line_no, encoder, &mut out.framed);
                 if let Some(row) = written {
                     out.stats.rows += 1;
                     out.latest = out.latest.max(Some(row.micros));
-                    out.rows.push((row.date, out.encoded.len()));
+                    out.rows.push(FramedRow {
+                        date: row.date,
+                        len: row.len,
+                        end: out.framed.len(),
+                    });
                     continue;
                 }
                 w3c.parser.parse(kept)
@@ -274,8 +282,14 @@ fn parse_chunk(
             Ok(row) => {
                 out.stats.rows += 1;
                 out.latest = out.latest.max(Some(row.timestamp_micros()));
-                encoder.encode(&row, line_no, &mut out.encoded);
-                out.rows.push((row.date, out.encoded.len()));
+                general.clear();
+                encoder.encode(&row, line_no, &mut general);
+                push_framed(&general, &mut out.framed);
+                out.rows.push(FramedRow {
+                    date: row.date,
+                    len: general.len(),
+                    end: out.framed.len(),
+                });
             }
             Err(error) => {
                 out.stats.rejected += 1;
@@ -309,20 +323,17 @@ fn merge(
         let Ok(parsed) = outputs[turn % outputs.len()].recv() else {
             break;
         };
-        let mut rejected = parsed.rejected.into_iter().peekable();
-        let mut start = 0;
-        for (i, &(date, end)) in parsed.rows.iter().enumerate() {
-            while let Some((_, line)) = rejected.next_if(|(before, _)| *before == i) {
-                sink.rejected(line).map_err(|_| TransformError::Stopped)?;
-            }
-            batcher.row(date, &parsed.encoded[start..end], options, sink)?;
-            start = end;
-        }
-        for (_, line) in rejected {
+        // The rows between rejected lines go to the batcher in runs.
+        let mut from = 0;
+        for (before, line) in parsed.rejected {
+            batcher.framed_rows(&parsed.framed, &parsed.rows, from..before, options, sink)?;
+            from = before;
             sink.rejected(line).map_err(|_| TransformError::Stopped)?;
         }
+        let all = from..parsed.rows.len();
+        batcher.framed_rows(&parsed.framed, &parsed.rows, all, options, sink)?;
         // Full or closed: the worker has enough buffers, or has stopped.
-        let _ = returns[turn % returns.len()].try_send(parsed.encoded);
+        let _ = returns[turn % returns.len()].try_send(parsed.framed);
         stats.data_lines += parsed.stats.data_lines;
         stats.rows += parsed.stats.rows;
         stats.rejected += parsed.stats.rejected;
