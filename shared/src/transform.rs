@@ -236,7 +236,6 @@ impl Batcher {
         let mut run: Option<Run> = None;
         for i in range {
             let row = rows[i];
-            let start = if i == 0 { 0 } else { rows[i - 1].end };
             let same_batch = run
                 .as_ref()
                 .is_some_and(|r| self.open[r.batch].date == row.date);
@@ -244,6 +243,8 @@ impl Batcher {
                 if let Some(run) = run.take() {
                     self.copy(run, framed);
                 }
+                // The row's frame starts where the one before it ends.
+                let start = i.checked_sub(1).map_or(0, |before| rows[before].end);
                 run = Some(Run {
                     batch: self.index_for(row.date, options),
                     frames: start..start,
