@@ -8,7 +8,7 @@
 # Knobs (environment):
 #   BENCH_SIZE_MIB=1024      uncompressed size of the benchmark object
 #   BENCH_SEED=1             generator seed (object is reused while seed and size are the same)
-#   BENCH_REPEAT=1           runs of zcat and cf2bq each, the fastest is reported (Python: 1 run)
+#   BENCH_REPEAT=3           runs of zcat and cf2bq each, the fastest is reported (Python: 1 run)
 #   BENCH_E2E=1              0 skips the end-to-end part
 #   BENCH_E2E_SIZE_MIB=BENCH_SIZE_MIB  object size for the end-to-end part
 #   BENCH_CF2BQ=target/release/cf2bq   the binary under test
@@ -23,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 SEED=${BENCH_SEED:-1}
-REPEAT=${BENCH_REPEAT:-1}
+REPEAT=${BENCH_REPEAT:-3}
 E2E=${BENCH_E2E:-1}
 E2E_SIZE_MIB=${BENCH_E2E_SIZE_MIB:-$SIZE_MIB}
 CF2BQ=${BENCH_CF2BQ:-target/release/cf2bq}
