@@ -5,7 +5,9 @@
 //! boundaries and per-table counts are the same whatever the number of workers.
 //!
 //! Chunks go to workers round-robin and come back the same way, so ordering needs no
-//! reorder buffer and memory stays bounded by the channel depths.
+//! reorder buffer and memory stays bounded by the channel depths. With one worker (the
+//! default on 1 or 2 cores) the calling thread is the worker: it batches each chunk's rows
+//! as soon as it has parsed them.
 
 use std::io::{BufReader, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -59,28 +61,12 @@ pub(super) fn transform_gzip_on(
     std::thread::scope(|scope| {
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * (DEPTH + 2));
         let mut inputs = Vec::with_capacity(workers);
-        let mut outputs = Vec::with_capacity(workers);
-        let mut returns = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (chunk_tx, chunk_rx) = sync_channel::<Piece>(DEPTH);
-            let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(DEPTH);
-            let (return_tx, return_rx) = sync_channel::<Vec<u8>>(DEPTH + 1);
             inputs.push(chunk_tx);
-            outputs.push(parsed_rx);
-            returns.push(return_tx);
-            let spare = spare_tx.clone();
-            let channels = WorkerChannels {
-                chunks: chunk_rx,
-                parsed: parsed_tx,
-                spare,
-                returned: return_rx,
-            };
-            std::thread::Builder::new()
-                .name("parse".into())
-                .spawn_scoped(scope, move || parse_worker(channels, options, encoder))
-                .expect("spawn a parse thread");
+            receivers.push(chunk_rx);
         }
-        drop(spare_tx);
         let max_line_bytes = options.max_line_bytes;
         let splitter = std::thread::Builder::new()
             .name("gunzip".into())
@@ -102,13 +88,79 @@ pub(super) fn transform_gzip_on(
             })
             .expect("spawn the gunzip thread");
         // On an early return the receivers drop, so the workers and the splitter stop too.
-        let merged = merge(outputs, returns, options, sink);
+        let merged = if workers == 1 {
+            let chunks = receivers.pop().expect("one worker");
+            parse_here(chunks, spare_tx, options, encoder, sink)
+        } else {
+            parse_on_threads(scope, receivers, spare_tx, options, encoder, sink)
+        };
         let bytes = splitter.join().expect("the gunzip thread does not panic");
         merged.map(|mut stats| {
             stats.read.bytes = bytes;
             stats
         })
     })
+}
+
+/// One parser: the calling thread parses each chunk and batches its rows at once, while they
+/// are still in its cache, with no thread or hand-off between (the default on 1 or 2 cores).
+fn parse_here(
+    chunks: Receiver<Piece>,
+    spare: SyncSender<Vec<u8>>,
+    options: &TransformOptions,
+    encoder: &RowEncoder,
+    sink: &mut impl BatchSink,
+) -> Result<TransformStats, TransformError> {
+    let mut parsers = Parsers::default();
+    let mut merger = Merger::default();
+    let mut buffer = Vec::new();
+    for piece in chunks {
+        let parsed = parse_piece(piece, buffer, &mut parsers, &spare, options, encoder);
+        buffer = merger.take(parsed, options, sink)?;
+    }
+    merger.finish(sink)
+}
+
+/// Several parsers: a thread each, chunks handed to them round-robin and their output
+/// merged back in the same order on the calling thread.
+fn parse_on_threads<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    receivers: Vec<Receiver<Piece>>,
+    spare: SyncSender<Vec<u8>>,
+    options: &'scope TransformOptions,
+    encoder: &'scope RowEncoder,
+    sink: &mut impl BatchSink,
+) -> Result<TransformStats, TransformError> {
+    let mut outputs = Vec::with_capacity(receivers.len());
+    let mut returns = Vec::with_capacity(receivers.len());
+    for chunks in receivers {
+        let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(DEPTH);
+        let (return_tx, return_rx) = sync_channel::<Vec<u8>>(DEPTH + 1);
+        outputs.push(parsed_rx);
+        returns.push(return_tx);
+        let channels = WorkerChannels {
+            chunks,
+            parsed: parsed_tx,
+            spare: spare.clone(),
+            returned: return_rx,
+        };
+        std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(scope, move || parse_worker(channels, options, encoder))
+            .expect("spawn a parse thread");
+    }
+    drop(spare);
+    let mut merger = Merger::default();
+    for turn in 0.. {
+        // The worker whose turn it is has closed: the splitter sent nothing more.
+        let Ok(parsed) = outputs[turn % outputs.len()].recv() else {
+            break;
+        };
+        let buffer = merger.take(parsed, options, sink)?;
+        // Full or closed: the worker has enough buffers, or has stopped.
+        let _ = returns[turn % returns.len()].try_send(buffer);
+    }
+    merger.finish(sink)
 }
 
 /// What a parse thread receives and sends.
@@ -131,22 +183,35 @@ fn parse_worker(channels: WorkerChannels, options: &TransformOptions, encoder: &
     } = channels;
     let mut parsers = Parsers::default();
     for piece in chunks {
-        let out = match piece {
-            Piece::Chunk(chunk) => {
-                let buffer = returned.try_recv().unwrap_or_default();
-                let out = parse_chunk(&chunk, buffer, &mut parsers, options, encoder);
-                // Full means enough buffers are around already.
-                let _ = spare.try_send(chunk.buf);
-                out
-            }
-            Piece::Failed(e) => Parsed {
-                failed: Some(e),
-                ..Parsed::default()
-            },
-        };
+        let buffer = returned.try_recv().unwrap_or_default();
+        let out = parse_piece(piece, buffer, &mut parsers, &spare, options, encoder);
         if parsed.send(out).is_err() {
             return;
         }
+    }
+}
+
+/// Parses a chunk into `buffer` and hands its text buffer back to the splitter through
+/// `spare`; a read error is passed on.
+fn parse_piece(
+    piece: Piece,
+    buffer: Vec<u8>,
+    parsers: &mut Parsers,
+    spare: &SyncSender<Vec<u8>>,
+    options: &TransformOptions,
+    encoder: &RowEncoder,
+) -> Parsed {
+    match piece {
+        Piece::Chunk(chunk) => {
+            let out = parse_chunk(&chunk, buffer, parsers, options, encoder);
+            // Full means enough buffers are around already.
+            let _ = spare.try_send(chunk.buf);
+            out
+        }
+        Piece::Failed(e) => Parsed {
+            failed: Some(e),
+            ..Parsed::default()
+        },
     }
 }
 
@@ -308,43 +373,50 @@ fn parse_chunk(
     out
 }
 
-/// Takes the workers' output back in stream order into batches.
-fn merge(
-    outputs: Vec<Receiver<Parsed>>,
-    returns: Vec<SyncSender<Vec<u8>>>,
-    options: &TransformOptions,
-    sink: &mut impl BatchSink,
-) -> Result<TransformStats, TransformError> {
-    let mut batcher = Batcher::default();
-    let mut stats = ReadStats::default();
-    let mut latest: Option<i64> = None;
-    for turn in 0.. {
-        // The worker whose turn it is has closed: the splitter sent nothing more.
-        let Ok(parsed) = outputs[turn % outputs.len()].recv() else {
-            break;
-        };
+/// Takes parsed chunks, in stream order, into batches.
+#[derive(Default)]
+struct Merger {
+    batcher: Batcher,
+    stats: ReadStats,
+    latest: Option<i64>,
+}
+
+impl Merger {
+    /// Batches the rows of one chunk and hands on its rejected lines, in line order; gives
+    /// its framed-row buffer back to be reused.
+    fn take(
+        &mut self,
+        parsed: Parsed,
+        options: &TransformOptions,
+        sink: &mut impl BatchSink,
+    ) -> Result<Vec<u8>, TransformError> {
         // The rows between rejected lines go to the batcher in runs.
         let mut from = 0;
         for (before, line) in parsed.rejected {
-            batcher.framed_rows(&parsed.framed, &parsed.rows, from..before, options, sink)?;
+            let run = from..before;
+            self.batcher
+                .framed_rows(&parsed.framed, &parsed.rows, run, options, sink)?;
             from = before;
             sink.rejected(line).map_err(|_| TransformError::Stopped)?;
         }
-        let all = from..parsed.rows.len();
-        batcher.framed_rows(&parsed.framed, &parsed.rows, all, options, sink)?;
-        // Full or closed: the worker has enough buffers, or has stopped.
-        let _ = returns[turn % returns.len()].try_send(parsed.framed);
-        stats.data_lines += parsed.stats.data_lines;
-        stats.rows += parsed.stats.rows;
-        stats.rejected += parsed.stats.rejected;
-        latest = latest.max(parsed.latest);
-        if let Some(e) = parsed.failed {
-            return Err(e.into());
+        let rest = from..parsed.rows.len();
+        self.batcher
+            .framed_rows(&parsed.framed, &parsed.rows, rest, options, sink)?;
+        self.stats.data_lines += parsed.stats.data_lines;
+        self.stats.rows += parsed.stats.rows;
+        self.stats.rejected += parsed.stats.rejected;
+        self.latest = self.latest.max(parsed.latest);
+        match parsed.failed {
+            Some(e) => Err(e.into()),
+            None => Ok(parsed.framed),
         }
     }
-    batcher.finish(sink)?;
-    Ok(TransformStats {
-        read: stats,
-        latest_request_micros: latest,
-    })
+
+    fn finish(self, sink: &mut impl BatchSink) -> Result<TransformStats, TransformError> {
+        self.batcher.finish(sink)?;
+        Ok(TransformStats {
+            read: self.stats,
+            latest_request_micros: self.latest,
+        })
+    }
 }
