@@ -69,9 +69,9 @@ const COMPRESSED_BUFFER: usize = 128 * 1024;
 /// Decompressed bytes the one-thread path reads at a time.
 const TEXT_BUFFER: usize = 256 * 1024;
 
-/// Gunzips on a thread of its own and parses and encodes on [`default_workers`] parser
-/// threads ([`parallel`]): inflate is serial, parsing is not, so the transform runs at up to
-/// inflate speed given the cores. Output is identical to [`transform_gzip`]'s; memory stays
+/// Gunzips on a thread of its own and parses and encodes with [`default_workers`] parsers
+/// ([`parallel`]; one parser is the calling thread): inflate is serial, parsing is not, so
+/// the transform runs at up to inflate speed given the cores. Output is identical to [`transform_gzip`]'s; memory stays
 /// bounded by a few chunks in flight.
 pub fn transform_gzip_threaded(
     compressed: impl Read + Send,
@@ -82,7 +82,7 @@ pub fn transform_gzip_threaded(
     transform_gzip_parallel(compressed, options, default_workers(), encoder, sink)
 }
 
-/// Like [`transform_gzip_threaded`] with `workers` parser threads (at least one).
+/// Like [`transform_gzip_threaded`] with `workers` parsers (at least one).
 pub fn transform_gzip_parallel(
     compressed: impl Read + Send,
     options: &TransformOptions,
@@ -116,9 +116,9 @@ pub fn inflate_only(compressed: impl Read) -> std::io::Result<u64> {
     }
 }
 
-/// Parser threads per object: one per core this process may use beyond the one the gunzip
-/// thread needs (at least one). Inflate is serial and takes a third of the work, so a parser
-/// on its core only takes turns with it: on 2 cores one parser thread is faster than two
+/// Parsers per object: one per core this process may use beyond the one the gunzip thread
+/// needs (at least one). Inflate is serial and takes about half of the work, so a parser on
+/// its core only takes turns with it: on 2 cores one parser is faster than two
 /// (`make bench`, bench/README.md).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))

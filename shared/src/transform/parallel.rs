@@ -48,7 +48,8 @@ struct Parsed {
     latest: Option<i64>,
 }
 
-/// Gunzips `compressed` and transforms it on `workers` parser threads.
+/// Gunzips `compressed` and transforms it with `workers` parsers: the calling thread if one,
+/// a thread each if more.
 pub(super) fn transform_gzip_on(
     compressed: impl Read + Send,
     options: &TransformOptions,
