@@ -71,8 +71,8 @@ const TEXT_BUFFER: usize = 256 * 1024;
 
 /// Gunzips on a thread of its own and parses and encodes with [`default_workers`] parsers
 /// ([`parallel`]; one parser is the calling thread): inflate is serial, parsing is not, so
-/// the transform runs at up to inflate speed given the cores. Output is identical to [`transform_gzip`]'s; memory stays
-/// bounded by a few chunks in flight.
+/// the transform runs at up to inflate speed given the cores. Output is identical to
+/// [`transform_gzip`]'s; memory stays bounded by a few chunks in flight.
 pub fn transform_gzip_threaded(
     compressed: impl Read + Send,
     options: &TransformOptions,
@@ -213,10 +213,8 @@ impl Batcher {
         sink: &mut impl BatchSink,
     ) -> Result<(), TransformError> {
         let index = self.index_for(date, options);
-        let batch = &mut self.open[index];
-        batch.bytes += encoded.len() + 8;
-        batch.rows.push(encoded);
-        if batch.bytes >= options.batch_bytes {
+        self.open[index].rows.push(encoded);
+        if self.counts_full(index, encoded.len(), options) {
             self.send(index, sink)?;
         }
         Ok(())
@@ -257,9 +255,7 @@ impl Batcher {
             current.rows += 1;
             current.row_bytes += row.len;
             let index = current.batch;
-            let batch = &mut self.open[index];
-            batch.bytes += row.len + 8;
-            if batch.bytes >= options.batch_bytes {
+            if self.counts_full(index, row.len, options) {
                 self.copy(run.take().expect("set above"), framed);
                 self.send(index, sink)?;
             }
@@ -268,6 +264,14 @@ impl Batcher {
             self.copy(run, framed);
         }
         Ok(())
+    }
+
+    /// Counts a row of `len` encoded bytes into open batch `index`; whether the batch is now
+    /// full. The batch-size rule of every path.
+    fn counts_full(&mut self, index: usize, len: usize, options: &TransformOptions) -> bool {
+        let batch = &mut self.open[index];
+        batch.bytes += len + 8;
+        batch.bytes >= options.batch_bytes
     }
 
     fn copy(&mut self, run: Run, framed: &[u8]) {

@@ -127,8 +127,8 @@ impl DirectEncoder {
 
     /// Appends the encoded row of `line` (without its line end) to `out`, framed as one
     /// `ProtoRows` entry ([`push_framed`]); `None`, with `out` as it was, when the line needs
-    /// the general path. `known_utf8`: the caller has already
-    /// found the line valid UTF-8 (a whole chunk checked at once costs less than its lines).
+    /// the general path. `known_utf8`: the caller has already found the line valid UTF-8 (a
+    /// whole chunk checked at once costs less than its lines one by one).
     pub(super) fn encode(
         &mut self,
         line: &[u8],
@@ -152,12 +152,13 @@ impl DirectEncoder {
         written
     }
 
-    /// Writes the row into `row`, made big enough for any row of `line` first; returns its
-    /// length.
+    /// Writes the row into `row`, made big enough for any row of `line` first; returns what
+    /// routes it and its length.
     fn write(&mut self, line: &[u8], line_no: u64, row: &mut Vec<u8>) -> Option<Written> {
         // Strings only shrink when decoded; every other column takes at most a key, a
         // length and ten bytes of number; `raw_fields` is given a line's worth (a longer one
-        // goes the general way); and the sixteen-byte moves may run 32 bytes past the end.
+        // goes the general way); and the wide stores (strings moved 16 or 32 bytes at once,
+        // heads as a word, decoding's slack) may run up to 32 bytes past the end.
         let room = 2 * line.len()
             + 17 * (self.fields.len() + 4)
             + self.source_object.len()
